@@ -1,0 +1,1 @@
+"""Front proxies: client sockets, RESP parsing, routing, reply order."""

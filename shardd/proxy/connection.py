@@ -1,0 +1,289 @@
+"""Connection commands, answered by the proxy: PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET, CLIENT."""
+from __future__ import annotations
+
+import hmac
+import time
+
+from .. import VALKEY_VERSION, errors, resp
+from ..commands import proxy_command
+from ..errors import CommandError
+
+
+def parse_int(value: bytes, message: str = errors.NOT_INTEGER) -> int:
+    try:
+        if value.strip() != value or not value:
+            raise ValueError
+        return int(value)
+    except ValueError:
+        raise CommandError(message)
+
+
+@proxy_command("ping")
+def ping(conn, argv: list[bytes]) -> bytes:
+    if len(argv) > 2:
+        return resp.error(errors.wrong_arity("ping"))
+    return resp.PONG if len(argv) == 1 else resp.bulk(argv[1])
+
+
+@proxy_command("echo")
+def echo(conn, argv: list[bytes]) -> bytes:
+    return resp.bulk(argv[1])
+
+
+def check_password(conn, user: bytes, password: bytes) -> bool:
+    required = conn.proxy.config.values.get("requirepass") or ""
+    if user != b"default":
+        return False
+    return hmac.compare_digest(password, required.encode()) if required else True
+
+
+@proxy_command("auth")
+def auth(conn, argv: list[bytes]) -> bytes:
+    if len(argv) > 3:
+        return resp.error(errors.SYNTAX)
+    user, password = (b"default", argv[1]) if len(argv) == 2 else (argv[1], argv[2])
+    if len(argv) == 2 and not conn.proxy.config.values.get("requirepass"):
+        return resp.error("ERR AUTH <password> called without any password configured for the "
+                          "default user. Are you sure your configuration is correct?")
+    if not check_password(conn, user, password):
+        return resp.error(errors.WRONGPASS)
+    conn.authenticated = True
+    conn.user = user.decode("utf-8", "replace")
+    return resp.OK
+
+
+@proxy_command("hello")
+def hello(conn, argv: list[bytes]) -> bytes:
+    proto = conn.proto
+    i = 1
+    if len(argv) > 1:
+        try:
+            proto = int(argv[1])
+        except ValueError:
+            return resp.error("ERR Protocol version is not an integer or out of range")
+        if proto not in (2, 3):
+            return resp.error(errors.NOPROTO)
+        i = 2
+    name = None
+    while i < len(argv):
+        opt = argv[i].upper()
+        more = len(argv) - i - 1
+        if opt == b"AUTH" and more >= 2:
+            if not check_password(conn, argv[i + 1], argv[i + 2]):
+                return resp.error(errors.WRONGPASS)
+            conn.authenticated = True
+            conn.user = argv[i + 1].decode("utf-8", "replace")
+            i += 3
+        elif opt == b"SETNAME" and more >= 1:
+            name = argv[i + 1]
+            if not valid_client_name(name):
+                return resp.error(errors.BAD_CLIENT_NAME)
+            i += 2
+        else:
+            return resp.error(f"ERR Syntax error in HELLO option '{argv[i].decode('utf-8', 'replace')}'")
+    if not conn.authenticated:
+        return resp.error("NOAUTH HELLO must be called with the client already authenticated, otherwise "
+                          "the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the "
+                          "client and select the RESP protocol version at the same time")
+    if name is not None:
+        conn.name = name
+    if proto != conn.proto:
+        conn.state_changed()
+        conn.proto = proto
+    return resp.encode({"server": "valkey", "version": VALKEY_VERSION, "proto": proto, "id": conn.id,
+                        "mode": "standalone", "role": "master", "modules": []}, proto)
+
+
+@proxy_command("select")
+def select(conn, argv: list[bytes]) -> bytes:
+    index = parse_int(argv[1])
+    if not 0 <= index < conn.proxy.config.values["databases"]:
+        return resp.error(errors.DB_INDEX)
+    if index != conn.db:
+        conn.state_changed()
+        conn.db = index
+    return resp.OK
+
+
+@proxy_command("quit")
+def quit_(conn, argv: list[bytes]) -> bytes:
+    conn.closing = True
+    return resp.OK
+
+
+@proxy_command("reset")
+def reset(conn, argv: list[bytes]) -> bytes:
+    conn.state_changed()
+    conn.db = 0
+    conn.proto = 2
+    conn.name = b""
+    conn.user = "default"
+    conn.flags.discard("no-evict")
+    conn.flags.discard("no-touch")
+    conn.authenticated = not conn.proxy.config.values.get("requirepass")
+    return resp.status(b"RESET")
+
+
+# -- CLIENT ---------------------------------------------------------------------------------
+def valid_client_name(name: bytes) -> bool:
+    return all(33 <= c <= 126 for c in name)
+
+
+def client_info_line(conn) -> str:
+    now = time.time()
+    flags = "N"
+    if "no-evict" in conn.flags:
+        flags += "e"
+    if "no-touch" in conn.flags:
+        flags += "T"
+    return (f"id={conn.id} addr={conn.addr} laddr={conn.laddr} fd={conn.fd} "
+            f"name={conn.name.decode('utf-8', 'replace')} age={int(now - conn.created)} "
+            f"idle={int(now - conn.last_interaction)} flags={flags} db={conn.db} sub=0 psub=0 ssub=0 "
+            f"multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 "
+            f"omem=0 tot-mem=1024 events=r cmd={conn.last_cmd.decode('utf-8', 'replace').lower()} "
+            f"user={conn.user} redir=-1 resp={conn.proto} "
+            f"lib-name={conn.lib_name.decode('utf-8', 'replace')} lib-ver={conn.lib_ver.decode('utf-8', 'replace')}")
+
+
+def parse_on_off(value: bytes) -> bool:
+    v = value.upper()
+    if v not in (b"ON", b"OFF"):
+        raise CommandError(errors.SYNTAX)
+    return v == b"ON"
+
+
+CLIENT_HELP = [
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ID", "    Return the ID of the current connection.",
+    "INFO", "    Return information about the current client connection.",
+    "GETNAME", "    Return the name of the current connection.",
+    "LIST [options ...]", "    Return information about client connections. Options:",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)", "      Return clients of specified type.",
+    "    * ID <client-id> [<client-id> ...]", "      Return clients of specified IDs only.",
+    "SETNAME <name>", "    Assign the name <name> to the current connection.",
+    "SETINFO <option> <value>", "    Set client meta attr. Options are:",
+    "    * LIB-NAME: the client lib name.", "    * LIB-VER: the client lib version.",
+    "NO-EVICT (ON|OFF)", "    Protect current client connection from eviction.",
+    "NO-TOUCH (ON|OFF)", "    Will not touch LRU/LFU stats when this mode is on.",
+    "HELP", "    Print this help.",
+]
+
+
+@proxy_command("client")
+def client(conn, argv: list[bytes]) -> bytes | None:
+    sub = argv[1].lower()
+    handler = CLIENT_SUBCOMMANDS.get(sub)
+    if handler is None:
+        return resp.error(errors.unknown_subcommand(argv[1], "CLIENT"))
+    return handler(conn, argv)
+
+
+def _arity(argv: list[bytes], sub: str, ok: bool) -> None:
+    if not ok:
+        raise CommandError(errors.wrong_arity(f"client|{sub}"))
+
+
+def client_id(conn, argv):
+    _arity(argv, "id", len(argv) == 2)
+    return resp.integer(conn.id)
+
+
+def client_setname(conn, argv):
+    _arity(argv, "setname", len(argv) == 3)
+    if not valid_client_name(argv[2]):
+        return resp.error(errors.BAD_CLIENT_NAME)
+    conn.name = argv[2]
+    return resp.OK
+
+
+def client_getname(conn, argv):
+    _arity(argv, "getname", len(argv) == 2)
+    return resp.bulk(conn.name) if conn.name else resp.null(conn.proto)
+
+
+def client_setinfo(conn, argv):
+    _arity(argv, "setinfo", len(argv) == 4)
+    attr, value = argv[2].upper(), argv[3]
+    if attr not in (b"LIB-NAME", b"LIB-VER"):
+        return resp.error(f"ERR Unrecognized option '{argv[2].decode('utf-8', 'replace')}'")
+    if not valid_client_name(value) and value:
+        return resp.error(f"ERR {attr.decode()} cannot contain spaces, newlines or special characters.")
+    if attr == b"LIB-NAME":
+        conn.lib_name = value
+    else:
+        conn.lib_ver = value
+    return resp.OK
+
+
+def client_info(conn, argv):
+    _arity(argv, "info", len(argv) == 2)
+    return resp.verbatim((client_info_line(conn) + "\n").encode(), conn.proto)
+
+
+def client_list(conn, argv):
+    ids = None
+    i = 2
+    while i < len(argv):
+        opt = argv[i].upper()
+        if opt == b"TYPE" and i + 1 < len(argv):
+            kind = argv[i + 1].lower()
+            if kind not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
+                return resp.error(f"ERR Unknown client type '{argv[i + 1].decode('utf-8', 'replace')}'")
+            if kind != b"normal":
+                ids = set()
+            i += 2
+        elif opt == b"ID" and i + 1 < len(argv):
+            try:
+                wanted = {int(a) for a in argv[i + 1:]}
+            except ValueError:
+                return resp.error("ERR Invalid client ID")
+            ids = wanted if ids is None else ids & wanted
+            i = len(argv)
+        else:
+            return resp.error(errors.SYNTAX)
+    proto = conn.proto
+
+    def render(lines: list[str]) -> bytes:
+        text = "".join(line + "\n" for line in lines)
+        return resp.verbatim(text.encode(), proto)
+    conn.proxy.gather_clients(conn, ids, render)
+    return None
+
+
+def client_no_flag(flag: str):
+    def handler(conn, argv):
+        _arity(argv, flag, len(argv) == 3)
+        if parse_on_off(argv[2]):
+            conn.flags.add(flag)
+        else:
+            conn.flags.discard(flag)
+        return resp.OK
+    return handler
+
+
+def client_help(conn, argv):
+    return resp.array([resp.status(line) for line in CLIENT_HELP])
+
+
+def client_kill(conn, argv):
+    """CLIENT KILL ID id / ADDR addr (filters), or the old form CLIENT KILL addr."""
+    if len(argv) == 3:
+        filters = {b"ADDR": argv[2]}
+        old_style = True
+    elif len(argv) >= 4 and len(argv) % 2 == 0:
+        filters = {argv[i].upper(): argv[i + 1] for i in range(2, len(argv), 2)}
+        old_style = False
+    else:
+        return resp.error(errors.SYNTAX)
+    killed = conn.proxy.kill_clients(filters, conn)
+    if old_style:
+        return resp.OK if killed else resp.error("ERR No such client")
+    return resp.integer(killed)
+
+
+CLIENT_SUBCOMMANDS = {
+    b"id": client_id, b"setname": client_setname, b"getname": client_getname,
+    b"setinfo": client_setinfo, b"info": client_info, b"list": client_list,
+    b"no-evict": client_no_flag("no-evict"), b"no-touch": client_no_flag("no-touch"),
+    b"help": client_help, b"kill": client_kill,
+}

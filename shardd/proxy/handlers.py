@@ -1,0 +1,2 @@
+"""Imports every module that registers proxy-side commands."""
+from . import connection, fanout, introspection, server_cmds  # noqa: F401

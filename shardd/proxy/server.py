@@ -1,0 +1,741 @@
+"""The proxy process: client connections, parsing, routing by slot, reply order.
+
+Per client read event: hiredis parses the bytes, each command is routed, the commands of one
+worker become one frame (with the raw bytes forwarded when the read held whole commands),
+and replies are slotted back into the client's order as the workers answer.
+"""
+from __future__ import annotations
+
+import array
+import asyncio
+import os
+import re
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import hiredis
+
+from .. import commands, errors, resp
+from ..commands import LOCAL, SINGLE, CommandSpec
+from ..frames import EXEC_ALL, REPLY, REQUEST
+from ..ring import FrameReader, FrameWriter, Waker
+from ..slots import keyslot
+from .request_parser import RequestParser
+
+# A bulk or multibulk header of 8+ digits (≥ 10 MB or 10M elements) sends the read to the
+# strict parser, which refuses it at the header when over the limit; hiredis would buffer it.
+_BIG_HEADER = re.compile(rb"[*$]-?\d{8,}")
+
+
+@dataclass
+class WorkerLink:
+    """This proxy's end of the rings shared with one worker."""
+    requests: FrameWriter
+    control: FrameWriter
+    replies: FrameReader
+    worker_waker: Waker
+
+
+class Entry:
+    """One place in a client's reply order; data is None until its reply is known."""
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | None = None) -> None:
+        self.data = data
+
+    def fill(self, data: bytes) -> None:
+        self.data = data
+
+
+class Gather:
+    """Sub-replies of a command split over workers, merged into one Entry when all are in."""
+    __slots__ = ("entry", "parts", "missing", "merge")
+
+    def __init__(self, entry: Entry, n: int, merge: Callable[[list[bytes]], bytes]) -> None:
+        self.entry = entry
+        self.parts: list[bytes | None] = [None] * n
+        self.missing = n
+        self.merge = merge
+
+    def part(self, i: int) -> "GatherPart":
+        return GatherPart(self, i)
+
+
+class GatherPart:
+    __slots__ = ("gather", "index")
+
+    def __init__(self, gather: Gather, index: int) -> None:
+        self.gather = gather
+        self.index = index
+
+    def fill(self, data: bytes) -> None:
+        g = self.gather
+        g.parts[self.index] = data
+        g.missing -= 1
+        if g.missing == 0:
+            try:
+                result = g.merge(g.parts)
+            except errors.CommandError as exc:
+                result = resp.error(str(exc))
+            if isinstance(result, Followup):
+                result.conn.fanout_into(g.entry, result.parts, result.merge)
+            else:
+                g.entry.data = result
+
+
+@dataclass
+class Followup:
+    """A merge's answer when it needs another round of sub-commands (fills the same place)."""
+    conn: "Client"
+    parts: list
+    merge: Callable
+
+
+class FrameBuilder:
+    """The commands of one client read event bound for one worker."""
+    __slots__ = ("indices", "slots", "runs", "targets", "extras", "n_raw")
+
+    def __init__(self, n_raw: int) -> None:
+        self.indices: list[int] = []
+        self.slots: list[int] = []
+        self.runs: list[int] = []
+        self.targets: list = []
+        self.extras: list[bytes] = []
+        self.n_raw = n_raw
+
+    def add_extra(self, argv: list[bytes], slot: int) -> None:
+        self.indices.append(self.n_raw + len(self.extras))
+        self.extras.append(encode_command(argv))
+        self.slots.append(slot)
+
+    def build(self, raw: bytes | None, bid: int, client_id: int, db: int, proto: int) -> bytes:
+        n = len(self.indices)
+        if raw is not None and n == self.n_raw and not self.extras:
+            head = REQUEST.pack(bid, client_id, db, proto, EXEC_ALL, n, len(self.runs))
+            return b"".join((head, array.array("I", self.runs).tobytes(),
+                             array.array("H", self.slots).tobytes(), raw))
+        if raw is None or not self.indices or self.indices[0] >= self.n_raw:
+            # Only commands we encoded: they are all ours, in order.
+            head = REQUEST.pack(bid, client_id, db, proto, EXEC_ALL, n, len(self.runs))
+            return b"".join((head, array.array("I", self.runs).tobytes(),
+                             array.array("H", self.slots).tobytes(), *self.extras))
+        head = REQUEST.pack(bid, client_id, db, proto, 0, n, len(self.runs))
+        return b"".join((head, array.array("I", self.runs).tobytes(), array.array("I", self.indices).tobytes(),
+                         array.array("H", self.slots).tobytes(), raw, *self.extras))
+
+
+@dataclass
+class Query:
+    """A question to the other proxies, answered into one place of a client's replies."""
+    conn: "Client"
+    entry: Entry
+    answers: list
+    render: Callable
+
+
+def _client_matches(c: "Client", key: bytes, value: bytes) -> bool:
+    text = value.decode("utf-8", "replace")
+    if key == b"ID":
+        return str(c.id) == text
+    if key == b"ADDR":
+        return c.addr == text
+    if key == b"LADDR":
+        return c.laddr == text
+    if key == b"USER":
+        return c.user == text
+    if key == b"TYPE":
+        return text.lower() == "normal"
+    return False
+
+
+def encode_command(argv: list[bytes]) -> bytes:
+    parts = [b"*%d\r\n" % len(argv)]
+    for a in argv:
+        parts.append(b"$%d\r\n" % len(a))
+        parts.append(a)
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class Proxy:
+    """Process-wide state of one proxy."""
+
+    def __init__(self, index: int, n_proxies: int, links: list[WorkerLink], waker: Waker,
+                 config, slotmap: bytes, server_info: dict) -> None:
+        self.index = index
+        self.n_proxies = n_proxies
+        self.links = links
+        self.waker = waker
+        self.config = config
+        self.slotmap = slotmap
+        self.info = server_info
+        self.clients: dict[int, Client] = {}
+        self.pending: dict[int, tuple] = {}
+        self.next_bid = 1
+        self.next_client_id = index + 1
+        self.poll_scheduled = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.names: dict[bytes, CommandSpec] = {}
+        self.stats = {"total_connections_received": 0, "total_commands_processed": 0,
+                      "rejected_connections": 0, "total_net_input_bytes": 0,
+                      "total_net_output_bytes": 0}
+        self.start_time = time.time()
+        self.queries: dict[int, Query] = {}
+        self.build_names()
+
+    def build_names(self) -> None:
+        """The command names clients may call, after rename-command."""
+        names = dict(commands.BY_NAME)
+        for old, new in self.config.renames.items():
+            spec = commands.COMMANDS.get(old.lower())
+            if spec is None:
+                continue
+            names.pop(old.lower().encode(), None)
+            names.pop(old.upper().encode(), None)
+            if new:
+                names[new.encode()] = spec
+                names[new.lower().encode()] = spec
+                names[new.upper().encode()] = spec
+        self.names = names
+
+    # -- server-wide state shared with the other proxies -----------------------------------
+    STAT_FIELDS = ("pid", "connected_clients", "total_connections_received", "total_commands_processed",
+                   "total_net_input_bytes", "total_net_output_bytes", "rejected_connections")
+
+    def publish_stats(self) -> None:
+        """Copy this proxy's counters to shared memory, where every proxy's INFO reads them."""
+        view = self.info["proxy_stats"][self.index]
+        view[0] = os.getpid()
+        view[1] = len(self.clients)
+        for i, name in enumerate(self.STAT_FIELDS[2:], 2):
+            view[i] = self.stats[name]
+
+    def shared_stats(self) -> dict[str, int]:
+        self.publish_stats()
+        totals = dict.fromkeys(self.STAT_FIELDS[1:], 0)
+        for view in self.info["proxy_stats"]:
+            for i, name in enumerate(self.STAT_FIELDS[1:], 1):
+                totals[name] += view[i]
+        return totals
+
+    def shared_proxy_pids(self) -> list[int]:
+        return [view[0] for view in self.info["proxy_stats"]]
+
+    def reset_stats(self) -> None:
+        for name in self.stats:
+            self.stats[name] = 0
+        self.publish_stats()
+
+    def apply_config(self, pairs: list[tuple[str, str]]) -> None:
+        self.config.config_set(pairs)
+
+    def request_shutdown(self) -> None:
+        self.send_control({"op": "shutdown"})
+
+    def broadcast(self, msg: dict) -> None:
+        """Send to every other proxy (through the supervisor)."""
+        if self.n_proxies > 1:
+            self.send_control({"op": "broadcast", "msg": msg})
+
+    def send_control(self, msg: dict) -> None:
+        from ..supervisor import send_message
+        try:
+            send_message(self.info["control"], msg)
+        except OSError:
+            pass
+
+    def on_control(self) -> None:
+        from ..supervisor import recv_messages
+        try:
+            msgs = recv_messages(self.info["control"])
+        except OSError:
+            msgs = []
+        for msg in msgs:
+            op = msg.get("op")
+            if op == "config_set":
+                self.apply_config(msg["pairs"])
+            elif op == "query":
+                answer = self.answer_query(msg)
+                self.send_control({"op": "answer", "to": msg["from"], "qid": msg["qid"], "data": answer})
+            elif op == "answer":
+                query = self.queries.get(msg["qid"])
+                if query is not None:
+                    query.answers.append(msg["data"])
+                    if len(query.answers) >= self.n_proxies - 1:
+                        self.finish_query(msg["qid"])
+            elif op == "kill_clients":
+                self.kill_local(msg["filters"], None)
+
+    def answer_query(self, msg: dict):
+        if msg["what"] == "client_list":
+            return self.local_client_lines(msg["ids"])
+        return None
+
+    def local_client_lines(self, ids) -> list[tuple[int, str]]:
+        from .connection import client_info_line
+        return [(c.id, client_info_line(c)) for c in self.clients.values() if ids is None or c.id in ids]
+
+    def gather_clients(self, conn: "Client", ids, render: Callable[[list[str]], bytes]) -> None:
+        """CLIENT LIST over every proxy: ours now, the others' when they answer."""
+        entry = Entry()
+        conn.out.append(entry)
+        local = self.local_client_lines(ids)
+        if self.n_proxies == 1:
+            entry.data = render([line for _, line in sorted(local)])
+            return
+        qid = self.next_bid = self.next_bid + 1
+        self.queries[qid] = Query(conn, entry, [local], render)
+        self.send_control({"op": "query", "qid": qid, "from": self.index, "what": "client_list", "ids": ids})
+        self.loop.call_later(1.0, self.finish_query, qid)
+
+    def finish_query(self, qid: int) -> None:
+        query = self.queries.pop(qid, None)
+        if query is None:
+            return
+        lines = sorted(item for answer in query.answers for item in answer)
+        query.entry.data = query.render([line for _, line in lines])
+        query.conn.flush_out()
+
+    def kill_clients(self, filters: dict[bytes, bytes], me: "Client") -> int:
+        self.broadcast({"op": "kill_clients", "filters": filters})
+        return self.kill_local(filters, me)
+
+    def kill_local(self, filters: dict[bytes, bytes], me: "Client | None") -> int:
+        skipme = filters.get(b"SKIPME", b"yes").lower() != b"no"
+        killed = 0
+        for c in list(self.clients.values()):
+            if c is me and skipme and len(filters) > 1:
+                continue
+            if not all(_client_matches(c, k, v) for k, v in filters.items() if k != b"SKIPME"):
+                continue
+            killed += 1
+            if c is me:
+                c.closing = True
+            elif c.transport is not None:
+                c.transport.close()
+        return killed
+
+    def lookup(self, name: bytes) -> CommandSpec | None:
+        spec = self.names.get(name)
+        if spec is None:
+            spec = self.names.get(name.lower())
+        return spec
+
+    def new_client_id(self) -> int:
+        cid = self.next_client_id
+        self.next_client_id += self.n_proxies
+        return cid
+
+    # -- rings ---------------------------------------------------------------------------
+    def take_batch_id(self) -> int:
+        bid = self.next_bid
+        self.next_bid = bid + 1 if bid < 0xFFFFFFF0 else 1
+        return bid
+
+    def send_frame(self, worker: int, bid: int, payload: bytes, conn: "Client", targets: list) -> None:
+        self.pending[bid] = (conn, targets)
+        link = self.links[worker]
+        link.requests.send(payload)
+        link.worker_waker.wake_if_sleeping()
+        if not self.poll_scheduled:
+            self.poll_scheduled = True
+            self.loop.call_soon(self.poll)
+
+    def on_wake(self) -> None:
+        self.waker.drain()
+        self.poll()
+
+    def poll(self) -> None:
+        self.poll_scheduled = False
+        while True:
+            got = self.drain_replies()
+            if not self.pending:
+                return
+            self.waker.prepare_sleep()
+            if not any(link.replies.ring.available() for link in self.links):
+                return
+            self.waker.cancel_sleep()
+            if not got:
+                return
+
+    def drain_replies(self) -> int:
+        got = 0
+        touched = set()
+        pending = self.pending
+        for link in self.links:
+            if link.requests.pending and link.requests.flush():
+                link.worker_waker.wake_if_sleeping()
+            reader = link.replies
+            frame = reader.next()
+            while frame is not None:
+                got += 1
+                bid, n_runs = REPLY.unpack_from(frame)
+                conn, targets = pending.pop(bid)
+                off = REPLY.size
+                if n_runs == 1:
+                    targets[0].fill(frame[off + 4:])
+                else:
+                    lengths = array.array("I", frame[off:off + 4 * n_runs])
+                    pos = off + 4 * n_runs
+                    for target, n in zip(targets, lengths):
+                        target.fill(frame[pos:pos + n])
+                        pos += n
+                touched.add(conn)
+                frame = reader.next()
+            if reader.ring.wants_space():
+                reader.ring.set_want_space(0)
+                link.worker_waker.wake_if_sleeping(force=True)
+        for conn in touched:
+            conn.flush_out()
+        return got
+
+
+class Client(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.transport: asyncio.Transport | None = None
+        self.id = proxy.new_client_id()
+        self.db = 0
+        self.proto = 2
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.user = "default"
+        self.authenticated = not proxy.config.values.get("requirepass")
+        self.reader = hiredis.Reader()
+        self.strict: RequestParser | None = None
+        self.carry: list[bytes] = []
+        self.carried = 0
+        self.out: deque[Entry] = deque()
+        self.closed = False
+        self.closing = False
+        self.created = time.time()
+        self.last_interaction = self.created
+        self.last_cmd = b"NULL"
+        self.addr = "?"
+        self.laddr = "?"
+        self.fd = -1
+        self.flags = set()
+        self.builders: dict[int, FrameBuilder] = {}
+        self.raw: bytes | None = None
+        self.n_raw = 0
+        self.last_worker = -1
+
+    # -- asyncio ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        proxy = self.proxy
+        maxclients = proxy.config.values.get("maxclients", 10000)
+        if len(proxy.clients) >= maxclients:
+            proxy.stats["rejected_connections"] += 1
+            transport.write(b"-ERR max number of clients reached\r\n")
+            transport.close()
+            self.closed = True
+            return
+        proxy.clients[self.id] = self
+        proxy.stats["total_connections_received"] += 1
+        proxy.publish_stats()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.fd = sock.fileno()
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.addr = _format_addr(peer)
+        self.laddr = _format_addr(local)
+        if self.strict is None and not self.authenticated:
+            self.strict = RequestParser(proxy.config.values["proto-max-bulk-len"])
+            self.strict.unauthenticated = True
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.proxy.clients.pop(self.id, None)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_interaction = time.time()
+        self.proxy.stats["total_net_input_bytes"] += len(data)
+        if self.closing:
+            return
+        if self.strict is not None:
+            return self.strict_received(data)
+        if (not self.carry and data[0] != 42) or _BIG_HEADER.search(data) is not None:
+            return self.go_strict(data)
+        reader = self.reader
+        reader.feed(data)
+        cmds = []
+        try:
+            cmd = reader.gets()
+            while cmd is not False:
+                if cmd.__class__ is not list or not cmd:
+                    return self.go_strict(data)
+                for a in cmd:
+                    if a.__class__ is not bytes:
+                        return self.go_strict(data)
+                cmds.append(cmd)
+                cmd = reader.gets()
+        except hiredis.ProtocolError:
+            return self.go_strict(data)
+        if reader.has_data():
+            raw = None
+            self.carry.append(data)
+            self.carried += len(cmds)
+        else:
+            raw = data if not self.carry else None
+            self.carry = []
+            self.carried = 0
+        if cmds:
+            self.dispatch(cmds, raw)
+
+    def go_strict(self, data: bytes) -> None:
+        """Switch this connection to the strict parser from the last command boundary."""
+        parser = RequestParser(self.proxy.config.values["proto-max-bulk-len"])
+        self.strict = parser
+        pending = b"".join(self.carry) + data if self.carry else data
+        skip = self.carried   # commands of the carried bytes that already ran
+        self.carry = []
+        self.carried = 0
+        self.reader = hiredis.Reader()
+        parser.feed(pending)
+        self.drain_strict(skip)
+
+    def strict_received(self, data: bytes) -> None:
+        self.strict.feed(data)
+        self.drain_strict()
+
+    def drain_strict(self, skip: int = 0) -> None:
+        """Run what the strict parser has. While unauthenticated it yields one command at a
+        time, since AUTH changes the limits that apply to the next one."""
+        parser = self.strict
+        while True:
+            parser.unauthenticated = not self.authenticated
+            cmds, error = parser.parse()
+            parsed_any = bool(cmds)
+            if skip and cmds:
+                dropped = min(skip, len(cmds))
+                cmds = cmds[dropped:]
+                skip -= dropped
+            if cmds:
+                self.dispatch(cmds, None)
+            if error is not None:
+                self.reply_local(resp.error(error))
+                self.closing = True
+                self.flush_out()
+                return
+            if self.closing or not parsed_any:
+                break
+        # Authenticated and nothing buffered: back to the fast path.
+        if self.authenticated and not parser.buffered() and self.strict is parser:
+            self.strict = None
+
+    # -- dispatch --------------------------------------------------------------------------
+    def dispatch(self, cmds: list[list[bytes]], raw: bytes | None) -> None:
+        proxy = self.proxy
+        names = proxy.names
+        slotmap = proxy.slotmap
+        self.raw = raw
+        self.n_raw = len(cmds) if raw is not None else 0
+        self.last_worker = -1
+        builders = self.builders
+        proxy.stats["total_commands_processed"] += len(cmds)
+        for i, argv in enumerate(cmds):
+            spec = names.get(argv[0])
+            if spec is None:
+                spec = proxy.lookup(argv[0])
+                if spec is None:
+                    self.reply_local(resp.error(errors.unknown_command(argv[0], argv[1:])))
+                    continue
+            a = spec.arity
+            if (len(argv) != a) if a > 0 else (len(argv) < -a):
+                self.reply_local(resp.error(errors.wrong_arity(spec.display_name)))
+                continue
+            if spec.subcommands and spec.proxy_handler is None:
+                spec = self.subcommand(spec, argv)
+                if spec is None:
+                    continue
+            if not self.authenticated and "no_auth" not in spec.flags:
+                self.reply_local(resp.error(errors.NOAUTH))
+                continue
+            if spec.route is SINGLE:
+                if spec.worker_handler is None and not spec.subcommands:
+                    self.reply_local(resp.error(errors.unknown_command(argv[0], argv[1:])))
+                    continue
+                fk = spec.first_key
+                if fk > 0 and spec.last_key == fk:
+                    slot = keyslot(argv[fk])
+                else:
+                    slot = self.route_slot(spec, argv)
+                    if slot < 0:
+                        continue
+                w = slotmap[slot]
+                b = builders.get(w)
+                if b is None:
+                    b = builders[w] = FrameBuilder(self.n_raw)
+                if self.last_worker == w:
+                    b.runs[-1] += 1
+                else:
+                    e = Entry()
+                    self.out.append(e)
+                    b.runs.append(1)
+                    b.targets.append(e)
+                    self.last_worker = w
+                if raw is not None:
+                    b.indices.append(i)
+                    b.slots.append(slot)
+                else:
+                    b.add_extra(argv, slot)
+            else:
+                self.last_worker = -1
+                self.last_cmd = argv[0]
+                try:
+                    reply = spec.proxy_handler(self, argv)
+                except errors.CommandError as exc:
+                    reply = resp.error(str(exc))
+                if reply is not None:
+                    self.reply_local(reply)
+                if self.closing:
+                    break
+        if builders:
+            self.send_frames()
+        self.flush_out()
+
+    def subcommand(self, spec: CommandSpec, argv: list[bytes]) -> CommandSpec | None:
+        sub = spec.subcommands.get(argv[1].decode("utf-8", "replace").lower())
+        if sub is None:
+            self.reply_local(resp.error(errors.unknown_subcommand(argv[1], spec.name)))
+        elif not sub.arity_ok(len(argv)):
+            self.reply_local(resp.error(errors.wrong_arity(sub.name)))
+            sub = None
+        return sub
+
+    def route_slot(self, spec: CommandSpec, argv: list[bytes]) -> int:
+        """The slot of a command with no single key: keyless → slot 0, else all keys must
+        live on one worker (cross-shard commands come with the coordinator)."""
+        keys = spec.keys(argv)
+        if not keys:
+            return 0
+        slot = keyslot(keys[0])
+        shard = self.proxy.slotmap[slot]
+        for k in keys[1:]:
+            if self.proxy.slotmap[keyslot(k)] != shard:
+                self.reply_local(resp.error(errors.CROSS_SHARD))
+                return -1
+        return slot
+
+    def send_frames(self) -> None:
+        """Close the frames under construction (state such as db may change next)."""
+        proxy = self.proxy
+        raw = self.raw
+        for w, b in self.builders.items():
+            bid = proxy.take_batch_id()
+            proxy.send_frame(w, bid, b.build(raw, bid, self.id, self.db, self.proto), self, b.targets)
+        self.builders = {}
+        self.last_worker = -1
+
+    def fanout(self, parts: list[tuple[int, list[bytes], int]], merge: Callable[[list[bytes]], bytes]) -> None:
+        """Send sub-commands (worker, argv, slot) and merge their replies in this place."""
+        entry = Entry()
+        self.out.append(entry)
+        self.add_parts(self.builders, self.n_raw, entry, parts, merge)
+        self.last_worker = -1
+
+    def followup(self, parts: list[tuple[int, list[bytes], int]], merge: Callable) -> Followup:
+        """What a merge returns to send another round of sub-commands into its place."""
+        return Followup(self, parts, merge)
+
+    def fanout_into(self, entry: Entry, parts: list, merge: Callable) -> None:
+        builders: dict[int, FrameBuilder] = {}
+        self.add_parts(builders, 0, entry, parts, merge)
+        for w, b in builders.items():
+            bid = self.proxy.take_batch_id()
+            self.proxy.send_frame(w, bid, b.build(None, bid, self.id, self.db, self.proto), self, b.targets)
+
+    @staticmethod
+    def add_parts(builders: dict, n_raw: int, entry: Entry, parts: list, merge: Callable) -> None:
+        gather = Gather(entry, len(parts), merge)
+        for i, (w, argv, slot) in enumerate(parts):
+            b = builders.get(w)
+            if b is None:
+                b = builders[w] = FrameBuilder(n_raw)
+            b.add_extra(argv, slot)
+            b.runs.append(1)
+            b.targets.append(gather.part(i))
+
+    def state_changed(self) -> None:
+        """db or protocol changes: commands after this one go in new frames."""
+        if self.builders:
+            self.send_frames()
+
+    def reply_local(self, data: bytes) -> None:
+        out = self.out
+        if out and out[-1].data is not None:
+            out[-1].data += data
+        else:
+            out.append(Entry(data))
+
+    def flush_out(self) -> None:
+        out = self.out
+        if not out or out[0].data is None:
+            if self.closing and not out and self.transport is not None:
+                self.transport.close()
+            return
+        if len(out) == 1:
+            data = out.popleft().data
+        else:
+            chunks = []
+            while out and out[0].data is not None:
+                chunks.append(out.popleft().data)
+            data = b"".join(chunks)
+        if not self.closed:
+            self.proxy.stats["total_net_output_bytes"] += len(data)
+            self.transport.write(data)
+        if self.closing and not out and self.transport is not None:
+            self.transport.close()
+
+
+def _format_addr(addr) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in host and False else f"{host}:{addr[1]}"
+    if isinstance(addr, str) and addr:
+        return addr
+    return "/unixsocket"
+
+
+def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, config, slotmap: bytes,
+        listeners: list[socket.socket], server_info: dict) -> None:
+    import signal
+    import uvloop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    proxy = Proxy(index, n_proxies, links, waker, config, slotmap, server_info)
+    proxy.loop = loop
+    from . import handlers  # noqa: F401  (registers the proxy's commands)
+    server_info["proxy"] = proxy
+    loop.add_reader(waker.fd, proxy.on_wake)
+    loop.add_reader(server_info["control"].fileno(), proxy.on_control)
+    loop.add_signal_handler(signal.SIGTERM, loop.stop)
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        if os.getppid() != parent:
+            loop.stop()
+            return
+        proxy.publish_stats()
+        loop.call_later(0.1, watch_parent)
+
+    for sock in listeners:
+        backlog = config.values.get("tcp-backlog", 511)
+        loop.run_until_complete(loop.create_server(lambda: Client(proxy), sock=sock, backlog=backlog))
+    loop.call_later(0.5, watch_parent)
+    try:
+        loop.run_forever()
+    finally:
+        for c in list(proxy.clients.values()):
+            if c.transport is not None:
+                c.transport.abort()

@@ -1,0 +1,328 @@
+"""Server commands answered by the proxy: INFO, CONFIG, TIME, ROLE, WAIT, CLUSTER, SHUTDOWN."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+from .. import REDIS_VERSION, VALKEY_VERSION, errors, resp
+from ..commands import proxy_command
+from ..config import ConfigError
+from .fanout import all_ok, to_all
+from .replies import decode_or_raise
+
+DEFAULT_SECTIONS = ["server", "clients", "memory", "persistence", "stats", "replication", "cpu",
+                    "modules", "errorstats", "cluster", "keyspace", "shards"]
+ALL_SECTIONS = DEFAULT_SECTIONS + ["commandstats", "latencystats"]
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.2f}{unit}" if unit != "B" else f"{int(n)}B"
+        n /= 1024
+    return f"{n:.2f}T"
+
+
+def sum_fields(workers: list[dict]) -> dict:
+    total: dict[str, float] = {}
+    for w in workers:
+        for k, v in w.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def proxy_totals(proxy) -> dict[str, int]:
+    """Connection and command counters summed over every proxy (shared memory)."""
+    return proxy.shared_stats()
+
+
+def section_server(proxy, workers, totals) -> list[str]:
+    info = proxy.info
+    now = time.time()
+    uptime = int(now - info["start_time"])
+    cfg = proxy.config.values
+    binds = ",".join(f"bind={b}" for b in cfg["bind"])
+    return [
+        f"redis_version:{REDIS_VERSION}", "server_name:valkey", f"valkey_version:{VALKEY_VERSION}",
+        "redis_git_sha1:00000000", "redis_git_dirty:0", "redis_build_id:0", "server_mode:standalone",
+        f"os:{platform.system()} {platform.release()} {platform.machine()}", "arch_bits:64",
+        "monotonic_clock:POSIX clock_gettime", "multiplexing_api:epoll", "gcc_version:0.0.0",
+        f"process_id:{info['process_id']}", f"process_supervised:{cfg.get('supervised', 'no')}",
+        f"run_id:{info['run_id']}", f"tcp_port:{cfg['port']}", f"server_time_usec:{int(now * 1e6)}",
+        f"uptime_in_seconds:{uptime}", f"uptime_in_days:{uptime // 86400}", f"hz:{cfg['hz']}",
+        f"configured_hz:{cfg['hz']}", f"lru_clock:{int(now) & ((1 << 24) - 1)}",
+        f"executable:{info['executable']}", f"config_file:{info['config_file']}",
+        f"io_threads_active:{1 if proxy.n_proxies > 1 else 0}",
+        f"listener0:name=tcp,{binds},port={cfg['port']}",
+    ]
+
+
+def section_clients(proxy, workers, totals) -> list[str]:
+    return [
+        f"connected_clients:{totals['connected_clients']}", "cluster_connections:0",
+        f"maxclients:{proxy.config.values['maxclients']}", "client_recent_max_input_buffer:0",
+        "client_recent_max_output_buffer:0", "blocked_clients:0", "tracking_clients:0",
+        "pubsub_clients:0", "watching_clients:0", "clients_in_timeout_table:0",
+        "total_watched_keys:0", "total_blocking_keys:0", "total_blocking_keys_on_nokey:0",
+    ]
+
+
+def section_memory(proxy, workers, totals) -> list[str]:
+    w = sum_fields(workers)
+    used = int(w.get("used_memory", 0))
+    rss = int(w.get("rss", 0))
+    cfg = proxy.config.values
+    maxmem = cfg.get("maxmemory", 0)
+    return [
+        f"used_memory:{used}", f"used_memory_human:{human_bytes(used)}",
+        f"used_memory_rss:{rss}", f"used_memory_rss_human:{human_bytes(rss)}",
+        f"used_memory_peak:{int(w.get('maxrss', 0))}", f"used_memory_peak_human:{human_bytes(w.get('maxrss', 0))}",
+        f"maxmemory:{maxmem}", f"maxmemory_human:{human_bytes(maxmem)}",
+        f"maxmemory_policy:{cfg.get('maxmemory-policy', 'noeviction')}",
+        f"mem_fragmentation_ratio:{(rss / used) if used else 1.0:.2f}", "mem_allocator:libc",
+        "lazyfree_pending_objects:0",
+    ]
+
+
+def section_persistence(proxy, workers, totals) -> list[str]:
+    return [
+        "loading:0", "async_loading:0", "current_cow_peak:0", "current_cow_size:0",
+        "current_cow_size_age:0", "current_fork_perc:0.00", "current_save_keys_processed:0",
+        "current_save_keys_total:0", "rdb_changes_since_last_save:0", "rdb_bgsave_in_progress:0",
+        f"rdb_last_save_time:{int(proxy.info['start_time'])}", "rdb_last_bgsave_status:ok",
+        "rdb_last_bgsave_time_sec:-1", "rdb_current_bgsave_time_sec:-1", "rdb_saves:0",
+        f"aof_enabled:{1 if proxy.config.values.get('appendonly') else 0}", "aof_rewrite_in_progress:0",
+        "aof_rewrite_scheduled:0", "aof_last_rewrite_time_sec:-1", "aof_current_rewrite_time_sec:-1",
+        "aof_last_bgrewrite_status:ok", "aof_rewrites:0", "aof_last_write_status:ok",
+    ]
+
+
+def section_stats(proxy, workers, totals) -> list[str]:
+    w = sum_fields(workers)
+    return [
+        f"total_connections_received:{totals['total_connections_received']}",
+        f"total_commands_processed:{totals['total_commands_processed']}",
+        "instantaneous_ops_per_sec:0",
+        f"total_net_input_bytes:{totals['total_net_input_bytes']}",
+        f"total_net_output_bytes:{totals['total_net_output_bytes']}",
+        "total_net_repl_input_bytes:0", "total_net_repl_output_bytes:0",
+        "instantaneous_input_kbps:0.00", "instantaneous_output_kbps:0.00",
+        "instantaneous_input_repl_kbps:0.00", "instantaneous_output_repl_kbps:0.00",
+        f"rejected_connections:{totals['rejected_connections']}", "sync_full:0",
+        "sync_partial_ok:0", "sync_partial_err:0", f"expired_keys:{int(w.get('expired_keys', 0))}",
+        "expired_stale_perc:0.00", "expired_time_cap_reached_count:0", "expire_cycle_cpu_milliseconds:0",
+        "evicted_keys:0", "evicted_clients:0", "total_eviction_exceeded_time:0",
+        "current_eviction_exceeded_time:0", f"keyspace_hits:{int(w.get('keyspace_hits', 0))}",
+        f"keyspace_misses:{int(w.get('keyspace_misses', 0))}", "pubsub_channels:0",
+        "pubsub_patterns:0", "pubsubshard_channels:0", "latest_fork_usec:0", "total_forks:0",
+        "migrate_cached_sockets:0", "slave_expires_tracked_keys:0", "active_defrag_hits:0",
+        "active_defrag_misses:0", "active_defrag_key_hits:0", "active_defrag_key_misses:0",
+        "total_active_defrag_time:0", "current_active_defrag_time:0", "tracking_total_keys:0",
+        "tracking_total_items:0", "tracking_total_prefixes:0", "unexpected_error_replies:0",
+        "total_error_replies:0", "dump_payload_sanitizations:0", "total_reads_processed:0",
+        "total_writes_processed:0", "io_threaded_reads_processed:0", "io_threaded_writes_processed:0",
+        "client_query_buffer_limit_disconnections:0", "client_output_buffer_limit_disconnections:0",
+        "reply_buffer_shrinks:0", "reply_buffer_expands:0", "eventloop_cycles:0",
+        "eventloop_duration_sum:0", "eventloop_duration_cmd_sum:0",
+        "instantaneous_eventloop_cycles_per_sec:0", "instantaneous_eventloop_duration_usec:0",
+        "acl_access_denied_auth:0", "acl_access_denied_cmd:0", "acl_access_denied_key:0",
+        "acl_access_denied_channel:0",
+    ]
+
+
+def section_replication(proxy, workers, totals) -> list[str]:
+    return [
+        "role:master", "connected_slaves:0", "replicas_waiting_psync:0",
+        "master_failover_state:no-failover", f"master_replid:{proxy.info['run_id'][:40]}",
+        "master_replid2:0000000000000000000000000000000000000000", "master_repl_offset:0",
+        "second_repl_offset:-1", "repl_backlog_active:0", "repl_backlog_size:1048576",
+        "repl_backlog_first_byte_offset:0", "repl_backlog_histlen:0",
+    ]
+
+
+def section_cpu(proxy, workers, totals) -> list[str]:
+    w = sum_fields(workers)
+    t = os.times()
+    return [
+        f"used_cpu_sys:{w.get('used_cpu_sys', 0) + t.system:.6f}",
+        f"used_cpu_user:{w.get('used_cpu_user', 0) + t.user:.6f}",
+        "used_cpu_sys_children:0.000000", "used_cpu_user_children:0.000000",
+        "used_cpu_sys_main_thread:0.000000", "used_cpu_user_main_thread:0.000000",
+    ]
+
+
+def section_modules(proxy, workers, totals) -> list[str]:
+    return []
+
+
+def section_errorstats(proxy, workers, totals) -> list[str]:
+    return []
+
+
+def section_cluster(proxy, workers, totals) -> list[str]:
+    return ["cluster_enabled:0"]
+
+
+def section_keyspace(proxy, workers, totals) -> list[str]:
+    keys: dict[int, list[int]] = {}
+    for w in workers:
+        for name, value in w.items():
+            if name.startswith("db") and name.endswith("_keys"):
+                db = int(name[2:-5])
+                keys.setdefault(db, [0, 0])[0] += int(value)
+                keys[db][1] += int(w.get(f"db{db}_expires", 0))
+    return [f"db{db}:keys={k},expires={e},avg_ttl=0" for db, (k, e) in sorted(keys.items()) if k]
+
+
+def section_shards(proxy, workers, totals) -> list[str]:
+    lines = [f"shards:{len(workers)}", f"proxies:{proxy.n_proxies}"]
+    for w, (lo, hi) in zip(sorted(workers, key=lambda x: x["shard"]), proxy.info["slot_ranges"]):
+        lines.append(f"shard{int(w['shard'])}:pid={int(w['pid'])},keys={int(w['keys'])},"
+                     f"slots={lo}-{hi},rss={int(w.get('rss', 0))}")
+    for i, pid in enumerate(proxy.shared_proxy_pids()):
+        lines.append(f"proxy{i}:pid={pid}")
+    return lines
+
+
+SECTIONS = {name: globals()[f"section_{name}"] for name in DEFAULT_SECTIONS}
+TITLES = {"cpu": "CPU", "modules": "Modules", "errorstats": "Errorstats"}
+
+
+def wanted_sections(argv: list[bytes]) -> list[str]:
+    asked = [a.decode("utf-8", "replace").lower() for a in argv[1:]]
+    if not asked or "default" in asked:
+        names = list(DEFAULT_SECTIONS)
+    elif "all" in asked or "everything" in asked:
+        names = list(DEFAULT_SECTIONS)
+    else:
+        names = []
+    names += [a for a in asked if a in SECTIONS and a not in names]
+    return names
+
+
+@proxy_command("info")
+def info(conn, argv: list[bytes]) -> None:
+    proxy = conn.proxy
+    names = wanted_sections(argv)
+    proto = conn.proto
+
+    def merge(replies: list[bytes]) -> bytes:
+        workers = []
+        for r in replies:
+            flat = decode_or_raise(r)
+            workers.append({flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)})
+        totals = proxy_totals(proxy)
+        blocks = []
+        for name in names:
+            lines = SECTIONS[name](proxy, workers, totals)
+            blocks.append("# " + TITLES.get(name, name.capitalize()) + "\r\n" + "".join(l + "\r\n" for l in lines))
+        return resp.verbatim("\r\n".join(blocks).encode(), proto)
+    to_all(conn, [b"INFO"], merge)
+
+
+# -- CONFIG ---------------------------------------------------------------------------------
+CONFIG_HELP = [
+    "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
+    "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
+    "RESETSTAT", "    Reset statistics reported by the INFO command.",
+    "REWRITE", "    Rewrite the configuration file.",
+    "HELP", "    Print this help.",
+]
+
+
+@proxy_command("config")
+def config(conn, argv: list[bytes]) -> bytes | None:
+    sub = argv[1].lower()
+    if sub == b"get":
+        if len(argv) < 3:
+            return resp.error(errors.wrong_arity("config|get"))
+        return config_get(conn, argv)
+    if sub == b"set":
+        if len(argv) < 4 or len(argv) % 2:
+            return resp.error(errors.wrong_arity("config|set"))
+        return config_set(conn, argv)
+    if sub == b"resetstat":
+        if len(argv) != 2:
+            return resp.error(errors.wrong_arity("config|resetstat"))
+        conn.proxy.reset_stats()
+        to_all(conn, [b"CONFIG", b"RESETSTAT"], all_ok)
+        return None
+    if sub == b"rewrite":
+        return resp.error("ERR The server is running without a config file") if not conn.proxy.info["config_file"] \
+            else resp.error("ERR Rewriting config file: not supported by shardd yet")
+    if sub == b"help":
+        return resp.array([resp.status(line) for line in CONFIG_HELP])
+    return resp.error(errors.unknown_subcommand(argv[1], "CONFIG"))
+
+
+def config_get(conn, argv: list[bytes]) -> bytes:
+    cfg = conn.proxy.config
+    found: dict[str, str] = {}
+    for pattern in argv[2:]:
+        for name, value in cfg.get_matching(pattern.decode("utf-8", "replace")):
+            found.setdefault(name, value)
+    out = [resp.map_header(len(found), conn.proto)]
+    for name, value in found.items():
+        out.append(resp.bulk(name.encode()))
+        out.append(resp.bulk(value.encode()))
+    return b"".join(out)
+
+
+def config_set(conn, argv: list[bytes]) -> bytes | None:
+    proxy = conn.proxy
+    pairs = [(argv[i].decode("utf-8", "replace").lower(), argv[i + 1].decode("utf-8", "surrogateescape"))
+             for i in range(2, len(argv), 2)]
+    try:
+        proxy.config.config_set(pairs)
+    except ConfigError as exc:
+        return resp.error(str(exc))
+    proxy.broadcast({"op": "config_set", "pairs": pairs})
+    flat = [b"CONFIG", b"SET"]
+    for name, value in pairs:
+        flat += [name.encode(), value.encode("utf-8", "surrogateescape")]
+    to_all(conn, flat, all_ok)
+    return None
+
+
+# -- the rest --------------------------------------------------------------------------------
+@proxy_command("time")
+def time_(conn, argv: list[bytes]) -> bytes:
+    now = time.time_ns() // 1000
+    return resp.bulk_array([str(now // 1_000_000).encode(), str(now % 1_000_000).encode()], 2)
+
+
+@proxy_command("role")
+def role(conn, argv: list[bytes]) -> bytes:
+    return resp.array([resp.bulk(b"master"), resp.integer(0), resp.EMPTY_ARRAY])
+
+
+@proxy_command("wait")
+def wait(conn, argv: list[bytes]) -> bytes:
+    for value in argv[1:3]:
+        try:
+            if int(value) < 0 and value is argv[2]:
+                return resp.error("ERR timeout is negative")
+        except ValueError:
+            return resp.error(errors.NOT_INTEGER)
+    return resp.integer(0)
+
+
+@proxy_command("cluster")
+def cluster(conn, argv: list[bytes]) -> bytes:
+    return resp.error(errors.CLUSTER_DISABLED)
+
+
+@proxy_command("shutdown")
+def shutdown(conn, argv: list[bytes]) -> bytes | None:
+    flags = {a.upper() for a in argv[1:]}
+    if not flags <= {b"NOSAVE", b"SAVE", b"NOW", b"FORCE", b"ABORT"} or {b"NOSAVE", b"SAVE"} <= flags:
+        return resp.error(errors.SYNTAX)
+    if b"ABORT" in flags:
+        if len(flags) > 1:
+            return resp.error(errors.SYNTAX)
+        return resp.error("ERR No shutdown in progress.")
+    conn.proxy.request_shutdown()
+    conn.closing = True
+    return None

@@ -1,0 +1,26 @@
+"""The execution context a worker hands to every command handler."""
+from __future__ import annotations
+
+from typing import Any
+
+from .keyspace import Db
+
+
+class Ctx:
+    """One per worker, updated per frame (db, proto, client) and per command (slot).
+
+    Handlers have the signature `handler(ctx, argv) -> bytes` (an encoded RESP reply) and
+    raise `shardd.errors.CommandError` for error replies.
+    """
+
+    __slots__ = ("db", "dbs", "proto", "slot", "client_id", "config", "shard", "stats")
+
+    def __init__(self, dbs: list[Db], config: dict[str, Any], shard: int = 0) -> None:
+        self.dbs = dbs
+        self.db = dbs[0]
+        self.proto = 2
+        self.slot = 0
+        self.client_id = 0
+        self.config = config      # typed config values by name, e.g. config["proto-max-bulk-len"]
+        self.shard = shard
+        self.stats: dict[str, int] = {}

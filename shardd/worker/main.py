@@ -1,0 +1,188 @@
+"""A shard worker: a plain loop over its rings, plus timers. It never touches a socket."""
+from __future__ import annotations
+
+import array
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+import hiredis
+
+from .. import commands, errors, resp
+from ..frames import CONTROL, EXEC_ALL, REPLY, REQUEST
+from ..ring import FrameReader, FrameWriter, Waker
+from . import keyspace
+from .context import Ctx
+from .expire import ActiveExpire
+from .keyspace import Db
+
+FRAMES_PER_TURN = 64    # per proxy per loop turn, so one busy proxy cannot starve the others
+
+
+@dataclass
+class ProxyLink:
+    """This worker's end of the rings shared with one proxy."""
+    requests: FrameReader
+    control: FrameReader
+    replies: FrameWriter
+    proxy_waker: Waker
+
+
+class Worker:
+    def __init__(self, shard: int, links: list[ProxyLink], waker: Waker, config, slot_range: tuple[int, int]) -> None:
+        self.shard = shard
+        self.links = links
+        self.waker = waker
+        self.config = config
+        config.values["__slot_range__"] = slot_range
+        self.dbs = [Db(i) for i in range(config.values["databases"])]
+        self.ctx = Ctx(self.dbs, config.values, shard)
+        self.ctx.stats["worker"] = self
+        self.reader = hiredis.Reader()
+        self.expire = ActiveExpire(self.dbs)
+        self.running = True
+        self.lookup = commands.BY_NAME.get
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        hz_interval = 1.0 / max(1, self.config.values.get("hz", 10))
+        next_tick = time.monotonic() + hz_interval
+        parent = os.getppid()
+        while self.running:
+            worked = self.turn()
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + hz_interval
+                if os.getppid() != parent:
+                    return
+                keyspace.refresh_clock()
+                self.expire.cycle(budget=hz_interval * 0.25)
+            if not worked:
+                self.sleep(min(next_tick - now, 0.05))
+
+    def turn(self) -> bool:
+        worked = False
+        for link in self.links:
+            frame = link.control.next()
+            while frame is not None:
+                worked = True
+                self.handle(frame, link)
+                frame = link.control.next()
+        for link in self.links:
+            n = 0
+            frame = link.requests.next()
+            while frame is not None:
+                n += 1
+                self.handle(frame, link)
+                if n >= FRAMES_PER_TURN:
+                    break
+                frame = link.requests.next()
+            if link.replies.pending:
+                link.replies.flush()
+            if n:
+                worked = True
+                ring = link.requests.ring
+                if ring.wants_space():
+                    ring.set_want_space(0)
+                    link.proxy_waker.wake_if_sleeping(force=True)
+                else:
+                    link.proxy_waker.wake_if_sleeping()
+        return worked
+
+    def sleep(self, timeout: float) -> None:
+        self.waker.prepare_sleep()
+        for link in self.links:
+            if (link.requests.ring.available() or link.control.ring.available()
+                    or (link.replies.pending and link.replies.ring.free())):
+                self.waker.cancel_sleep()
+                return
+        try:
+            select.select([self.waker.fd], [], [], max(timeout, 0.001))
+        except InterruptedError:
+            pass
+        self.waker.cancel_sleep()
+        self.waker.drain()
+
+    # -- frames --------------------------------------------------------------------------
+    def handle(self, frame: bytes, link: ProxyLink) -> None:
+        bid, client_id, db, proto, flags, n_exec, n_runs = REQUEST.unpack_from(frame)
+        off = REQUEST.size
+        runs = array.array("I", frame[off:off + 4 * n_runs])
+        off += 4 * n_runs
+        if flags & EXEC_ALL:
+            indices = None
+        else:
+            indices = array.array("I", frame[off:off + 4 * n_exec])
+            off += 4 * n_exec
+        slots = array.array("H", frame[off:off + 2 * n_exec])
+        off += 2 * n_exec
+        keyspace.refresh_clock()
+        ctx = self.ctx
+        ctx.db = self.dbs[db]
+        ctx.proto = proto
+        ctx.client_id = client_id
+        reader = self.reader
+        reader.feed(frame, off)
+        replies = self.execute(reader, slots, indices, n_exec)
+        if n_runs == 1:
+            body = b"".join(replies)
+            out = REPLY.pack(bid, 1) + len(body).to_bytes(4, "little") + body
+        else:
+            lengths = array.array("I")
+            bodies = []
+            pos = 0
+            for count in runs:
+                part = b"".join(replies[pos:pos + count])
+                pos += count
+                lengths.append(len(part))
+                bodies.append(part)
+            out = REPLY.pack(bid, n_runs) + lengths.tobytes() + b"".join(bodies)
+        link.replies.send(out)
+
+    def execute(self, reader, slots, indices, n_exec: int) -> list[bytes]:
+        ctx = self.ctx
+        lookup = self.lookup
+        replies = []
+        append = replies.append
+        if indices is None:
+            for i in range(n_exec):
+                argv = reader.gets()
+                ctx.slot = slots[i]
+                append(self.call(lookup(argv[0]) or commands.lookup(argv[0]), argv))
+            return replies
+        pos = 0
+        for i in range(n_exec):
+            want = indices[i]
+            while pos < want:
+                reader.gets()
+                pos += 1
+            argv = reader.gets()
+            pos += 1
+            ctx.slot = slots[i]
+            append(self.call(lookup(argv[0]) or commands.lookup(argv[0]), argv))
+        # Commands after the last one for us belong to other workers.
+        while reader.has_data():
+            if reader.gets() is False:
+                break
+        return replies
+
+    def call(self, spec, argv: list[bytes]) -> bytes:
+        try:
+            if spec.subcommands:
+                spec = commands.lookup_argv(argv)
+            return spec.worker_handler(self.ctx, argv)
+        except errors.CommandError as exc:
+            return resp.error(str(exc))
+        except Exception as exc:  # a bug must not take the shard down with it
+            traceback.print_exc(file=sys.stderr)
+            return resp.error(f"ERR internal error in '{argv[0].decode('utf-8', 'replace')}': {exc.__class__.__name__}")
+
+
+def run(shard: int, links: list[ProxyLink], waker: Waker, config, slot_range: tuple[int, int]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    Worker(shard, links, waker, config, slot_range).run()
