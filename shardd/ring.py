@@ -158,7 +158,8 @@ class FrameWriter:
         frame = _U64.pack(len(payload)) + payload
         if self.pending:
             self.pending.append(memoryview(frame))
-            return self.flush()
+            self.flush()
+            return False
         n = self.ring.write(frame)
         if n == len(frame):
             return True
@@ -167,19 +168,23 @@ class FrameWriter:
         return False
 
     def flush(self) -> bool:
+        """Push queued bytes; True when any moved (the consumer should then be woken)."""
         ring = self.ring
         pending = self.pending
+        moved = False
         while pending:
             chunk = pending[0]
             n = ring.write(chunk)
+            if n:
+                moved = True
             if n == len(chunk):
                 pending.popleft()
                 continue
             if n:
                 pending[0] = chunk[n:]
             ring.set_want_space(1)
-            return False
-        return True
+            break
+        return moved
 
 
 class FrameReader:
@@ -192,6 +197,10 @@ class FrameReader:
         self.need = -1          # payload bytes of the frame being assembled, -1 when none
         self.parts: list[bytes] = []
         self.got = 0
+
+    def assembling(self) -> bool:
+        """A frame larger than the ring is part-way in."""
+        return self.need >= 0
 
     def next(self) -> bytes | None:
         ring = self.ring

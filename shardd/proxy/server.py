@@ -352,15 +352,15 @@ class Proxy:
     def poll(self) -> None:
         self.poll_scheduled = False
         while True:
-            got = self.drain_replies()
+            self.drain_replies()
             if not self.pending:
                 return
+            # Ask the workers for a wake-up, then look once more: a reply published before
+            # the flag was visible would otherwise wait for nobody.
             self.waker.prepare_sleep()
             if not any(link.replies.ring.available() for link in self.links):
                 return
             self.waker.cancel_sleep()
-            if not got:
-                return
 
     def drain_replies(self) -> int:
         got = 0
@@ -368,7 +368,7 @@ class Proxy:
         pending = self.pending
         for link in self.links:
             if link.requests.pending and link.requests.flush():
-                link.worker_waker.wake_if_sleeping()
+                link.worker_waker.wake_if_sleeping(force=True)
             reader = link.replies
             frame = reader.next()
             while frame is not None:

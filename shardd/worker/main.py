@@ -81,16 +81,17 @@ class Worker:
                 if n >= FRAMES_PER_TURN:
                     break
                 frame = link.requests.next()
-            if link.replies.pending:
-                link.replies.flush()
-            if n:
+            moved = link.replies.flush() if link.replies.pending else False
+            ring = link.requests.ring
+            if ring.wants_space() and ring.free():
+                # The proxy has a frame larger than the ring waiting for the room we made.
+                ring.set_want_space(0)
+                link.proxy_waker.wake_if_sleeping(force=True)
                 worked = True
-                ring = link.requests.ring
-                if ring.wants_space():
-                    ring.set_want_space(0)
-                    link.proxy_waker.wake_if_sleeping(force=True)
-                else:
-                    link.proxy_waker.wake_if_sleeping()
+            elif n or moved:
+                link.proxy_waker.wake_if_sleeping()
+            if n or moved or link.requests.assembling():
+                worked = True
         return worked
 
     def sleep(self, timeout: float) -> None:
