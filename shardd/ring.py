@@ -198,6 +198,11 @@ class FrameReader:
         self.parts: list[bytes] = []
         self.got = 0
 
+    def reset(self) -> None:
+        self.need = -1
+        self.parts = []
+        self.got = 0
+
     def assembling(self) -> bool:
         """A frame larger than the ring is part-way in."""
         return self.need >= 0

@@ -99,7 +99,7 @@ class Plumbing:
     """The shared memory, rings and wakers of every proxy × worker pair."""
 
     def __init__(self, n_proxies: int, n_workers: int) -> None:
-        per_pair = ring_size(REQUEST_RING) + ring_size(REPLY_RING) + ring_size(CONTROL_RING) + 3 * 64
+        per_pair = ring_size(REQUEST_RING) + ring_size(REPLY_RING) + ring_size(CONTROL_RING) + 5 * 64
         self.region = SharedRegion(n_proxies * n_workers * per_pair + (2 * n_proxies + n_workers + 4) * 64)
         self.worker_wakers = [Waker(self.region.take(64)) for _ in range(n_workers)]
         self.proxy_wakers = [Waker(self.region.take(64)) for _ in range(n_proxies)]
@@ -108,24 +108,18 @@ class Plumbing:
                         Ring(self.region.take(ring_size(CONTROL_RING)), CONTROL_RING),
                         Ring(self.region.take(ring_size(REPLY_RING)), REPLY_RING))
                        for _ in range(n_workers)] for _ in range(n_proxies)]
-
-    def reset_worker(self, w: int) -> None:
-        """A restarted worker starts from empty rings (its in-flight frames are lost)."""
-        for row in self.pairs:
-            for ring in row[w]:
-                ring.counters[0] = 0
-                ring.counters[8] = 0
-                ring.counters[9] = 0
+        # Per pair: [0] the worker's restart generation, [1] the last one the proxy resynced to.
+        self.epochs = [[self.region.take(64).cast("Q") for _ in range(n_workers)] for _ in range(n_proxies)]
 
     def worker_links(self, w: int):
         from .worker.main import ProxyLink
         return [ProxyLink(FrameReader(row[w][0]), FrameReader(row[w][1]), FrameWriter(row[w][2]),
-                          self.proxy_wakers[p]) for p, row in enumerate(self.pairs)]
+                          self.proxy_wakers[p], self.epochs[p][w]) for p, row in enumerate(self.pairs)]
 
     def proxy_links(self, p: int):
         from .proxy.server import WorkerLink
-        return [WorkerLink(FrameWriter(req), FrameWriter(ctl), FrameReader(rep), self.worker_wakers[w])
-                for w, (req, ctl, rep) in enumerate(self.pairs[p])]
+        return [WorkerLink(FrameWriter(req), FrameWriter(ctl), FrameReader(rep), self.worker_wakers[w],
+                           self.epochs[p][w]) for w, (req, ctl, rep) in enumerate(self.pairs[p])]
 
 
 def _die_with_parent() -> None:
@@ -167,7 +161,7 @@ class Supervisor:
         for p in range(self.n_proxies):
             self.spawn_proxy(p)
 
-    def spawn_worker(self, w: int) -> None:
+    def spawn_worker(self, w: int, restarted: bool = False) -> None:
         pid = os.fork()
         if pid == 0:
             self._child("W")
@@ -179,7 +173,7 @@ class Supervisor:
                     os.sched_setaffinity(0, {all_cpus[w % len(all_cpus)]})
                 from .worker import main as worker_main
                 worker_main.run(w, self.plumbing.worker_links(w), self.plumbing.worker_wakers[w],
-                                self.cfg, self.ranges[w])
+                                self.cfg, self.ranges[w], restarted)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 0
             except BaseException:
@@ -282,9 +276,7 @@ class Supervisor:
             if pid in self.workers:
                 w = self.workers.pop(pid)
                 log.log("warning", f"Worker {w} (pid {pid}) exited with status {status}; restarting it")
-                self.plumbing.reset_worker(w)
-                self.spawn_worker(w)
-                self.broadcast({"op": "worker_restarted", "shard": w})
+                self.spawn_worker(w, restarted=True)
             elif pid in self.proxies:
                 p = self.proxies.pop(pid)
                 log.log("warning", f"Proxy {p} (pid {pid}) exited with status {status}; restarting it")

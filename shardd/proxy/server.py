@@ -38,6 +38,7 @@ class WorkerLink:
     control: FrameWriter
     replies: FrameReader
     worker_waker: Waker
+    epoch: memoryview      # [0] the worker's restart generation, [1] the one we resynced to
 
 
 class Entry:
@@ -337,7 +338,7 @@ class Proxy:
         return bid
 
     def send_frame(self, worker: int, bid: int, payload: bytes, conn: "Client", targets: list) -> None:
-        self.pending[bid] = (conn, targets)
+        self.pending[bid] = (conn, targets, worker)
         link = self.links[worker]
         link.requests.send(payload)
         link.worker_waker.wake_if_sleeping()
@@ -362,11 +363,35 @@ class Proxy:
                 return
             self.waker.cancel_sleep()
 
+    def resync(self, w: int, link: WorkerLink) -> None:
+        """Worker w was restarted: fail what it had in flight, empty the rings it abandoned
+        (it leaves them alone until we acknowledge), and let it start."""
+        for ring in (link.requests.ring, link.control.ring, link.replies.ring):
+            ring.counters[8] = ring.counters[0]
+            ring.set_want_space(0)
+        link.requests.pending.clear()
+        link.control.pending.clear()
+        link.replies.reset()
+        failed = resp.error(f"ERR shard worker {w} exited while running this command; it was restarted")
+        touched = set()
+        for bid in [b for b, (_, _, worker) in self.pending.items() if worker == w]:
+            conn, targets, _ = self.pending.pop(bid)
+            for target in targets:
+                target.fill(failed)
+            touched.add(conn)
+        link.epoch[1] = link.epoch[0]
+        link.worker_waker.wake_if_sleeping(force=True)
+        for conn in touched:
+            conn.flush_out()
+
     def drain_replies(self) -> int:
         got = 0
         touched = set()
         pending = self.pending
-        for link in self.links:
+        for w, link in enumerate(self.links):
+            epoch = link.epoch
+            if epoch[0] != epoch[1]:
+                self.resync(w, link)
             if link.requests.pending and link.requests.flush():
                 link.worker_waker.wake_if_sleeping(force=True)
             reader = link.replies
@@ -374,7 +399,7 @@ class Proxy:
             while frame is not None:
                 got += 1
                 bid, n_runs = REPLY.unpack_from(frame)
-                conn, targets = pending.pop(bid)
+                conn, targets, _ = pending.pop(bid)
                 off = REPLY.size
                 if n_runs == 1:
                     targets[0].fill(frame[off + 4:])

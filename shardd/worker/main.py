@@ -30,12 +30,24 @@ class ProxyLink:
     control: FrameReader
     replies: FrameWriter
     proxy_waker: Waker
+    epoch: memoryview         # [0] our restart generation, [1] the proxy's acknowledged one
+
+    def in_sync(self) -> bool:
+        return self.epoch[0] == self.epoch[1]
 
 
 class Worker:
-    def __init__(self, shard: int, links: list[ProxyLink], waker: Waker, config, slot_range: tuple[int, int]) -> None:
+    def __init__(self, shard: int, links: list[ProxyLink], waker: Waker, config, slot_range: tuple[int, int],
+                 restarted: bool = False) -> None:
         self.shard = shard
         self.links = links
+        if restarted:
+            # A new generation: each proxy fails what it had in flight, empties our rings and
+            # acknowledges; until then we leave that proxy's rings alone.
+            for link in links:
+                link.epoch[0] += 1
+                link.proxy_waker.wake_if_sleeping(force=True)
+        self.syncing = restarted
         self.waker = waker
         self.config = config
         config.values["__slot_range__"] = slot_range
@@ -66,13 +78,17 @@ class Worker:
 
     def turn(self) -> bool:
         worked = False
-        for link in self.links:
+        links = self.links
+        if self.syncing:
+            links = [link for link in links if link.in_sync()]
+            self.syncing = len(links) < len(self.links)
+        for link in links:
             frame = link.control.next()
             while frame is not None:
                 worked = True
                 self.handle(frame, link)
                 frame = link.control.next()
-        for link in self.links:
+        for link in links:
             n = 0
             frame = link.requests.next()
             while frame is not None:
@@ -97,6 +113,8 @@ class Worker:
     def sleep(self, timeout: float) -> None:
         self.waker.prepare_sleep()
         for link in self.links:
+            if self.syncing and not link.in_sync():
+                continue
             if (link.requests.ring.available() or link.control.ring.available()
                     or (link.replies.pending and link.replies.ring.free())):
                 self.waker.cancel_sleep()
@@ -183,7 +201,8 @@ class Worker:
             return resp.error(f"ERR internal error in '{argv[0].decode('utf-8', 'replace')}': {exc.__class__.__name__}")
 
 
-def run(shard: int, links: list[ProxyLink], waker: Waker, config, slot_range: tuple[int, int]) -> None:
+def run(shard: int, links: list[ProxyLink], waker: Waker, config, slot_range: tuple[int, int],
+        restarted: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    Worker(shard, links, waker, config, slot_range).run()
+    Worker(shard, links, waker, config, slot_range, restarted).run()
