@@ -61,7 +61,7 @@ def main(config_file: str | None, show_version: bool, test_config: bool,
             raise
         click.echo("shardd-server: the supervisor module is not available", err=True)
         sys.exit(1)
-    supervisor.run(cfg)
+    sys.exit(supervisor.run(cfg))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ class CommandSpec:
     route: str = SINGLE
     worker_handler: Callable | None = None
     proxy_handler: Callable | None = None
+    cross_shard: Callable | None = None   # proxy fallback when a single-route command's keys span workers
 
     @property
     def display_name(self) -> str:
@@ -148,6 +149,15 @@ def proxy_command(*names: str, route: str = LOCAL) -> Callable[[Callable], Calla
             spec = spec_for(name)
             spec.proxy_handler = fn
             spec.route = route
+        return fn
+    return register
+
+
+def cross_shard_command(*names: str) -> Callable[[Callable], Callable]:
+    """Register the proxy's fallback for a command whose keys turn out to span workers."""
+    def register(fn: Callable) -> Callable:
+        for name in names:
+            spec_for(name).cross_shard = fn
         return fn
     return register
 

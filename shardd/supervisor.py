@@ -145,7 +145,7 @@ class Supervisor:
             "run_id": uuid.uuid4().hex + uuid.uuid4().hex[:8],
             "process_id": os.getpid(),
             "start_time": time.time(),
-            "config_file": getattr(cfg, "path", "") or "",
+            "config_file": getattr(cfg, "config_file", None) or "",
             "executable": os.path.abspath(sys.argv[0]),
             "tcp_port": cfg.values["port"],
             "workers": self.n_workers,

@@ -9,7 +9,7 @@ import random
 from typing import Callable
 
 from .. import errors, resp
-from ..commands import ALL, MULTI, proxy_command
+from ..commands import ALL, MULTI, cross_shard_command, proxy_command
 from ..slots import keyslot
 from .replies import decode, decode_or_raise
 
@@ -143,3 +143,25 @@ def scan(conn, argv: list[bytes]) -> bytes | None:
         return resp.array([resp.bulk(b"0"), resp.EMPTY_ARRAY])
     conn.fanout([(conn.proxy.slotmap[cursor], argv, cursor)], lambda replies: replies[0])
     return None
+
+
+@cross_shard_command("lcs")
+def lcs_across(conn, argv: list[bytes]) -> None:
+    """LCS of keys on two workers: fetch both values, compute here."""
+    from ..worker.t_string import lcs_reply
+    slotmap = conn.proxy.slotmap
+    parts = [(slotmap[keyslot(k)], [b"GET", k], keyslot(k)) for k in argv[1:3]]
+    limit = conn.proxy.config.values["proto-max-bulk-len"]
+    proto = conn.proto
+
+    def merge(replies: list[bytes]) -> bytes:
+        values = []
+        for r in replies:
+            try:
+                values.append(decode_or_raise(r) or b"")
+            except errors.CommandError as exc:
+                if str(exc).startswith("WRONGTYPE"):
+                    raise errors.CommandError(errors.LCS_NOT_STRINGS)
+                raise
+        return lcs_reply(values[0], values[1], argv, limit, proto)
+    conn.fanout(parts, merge)

@@ -179,6 +179,7 @@ class Proxy:
         self.next_bid = 1
         self.next_client_id = index + 1
         self.poll_scheduled = False
+        self.to_wake = [False] * len(links)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.names: dict[bytes, CommandSpec] = {}
         self.stats = {"total_connections_received": 0, "total_commands_processed": 0,
@@ -339,9 +340,10 @@ class Proxy:
 
     def send_frame(self, worker: int, bid: int, payload: bytes, conn: "Client", targets: list) -> None:
         self.pending[bid] = (conn, targets, worker)
-        link = self.links[worker]
-        link.requests.send(payload)
-        link.worker_waker.wake_if_sleeping()
+        self.links[worker].requests.send(payload)
+        # Wake-ups wait for the end of this loop turn: one eventfd write per worker per turn
+        # however many clients sent it frames meanwhile.
+        self.to_wake[worker] = True
         if not self.poll_scheduled:
             self.poll_scheduled = True
             self.loop.call_soon(self.poll)
@@ -352,6 +354,11 @@ class Proxy:
 
     def poll(self) -> None:
         self.poll_scheduled = False
+        to_wake = self.to_wake
+        for w, link in enumerate(self.links):
+            if to_wake[w]:
+                to_wake[w] = False
+                link.worker_waker.wake_if_sleeping()
         while True:
             self.drain_replies()
             if not self.pending:
@@ -647,7 +654,13 @@ class Client(asyncio.Protocol):
         shard = self.proxy.slotmap[slot]
         for k in keys[1:]:
             if self.proxy.slotmap[keyslot(k)] != shard:
-                self.reply_local(resp.error(errors.CROSS_SHARD))
+                if spec.cross_shard is not None:
+                    self.last_worker = -1
+                    reply = spec.cross_shard(self, argv)
+                    if reply is not None:
+                        self.reply_local(reply)
+                else:
+                    self.reply_local(resp.error(errors.CROSS_SHARD))
                 return -1
         return slot
 

@@ -607,8 +607,12 @@ def lcs_command(ctx: Ctx, argv: list[bytes]) -> bytes:
     b = db.lookup_read(argv[2], keyslot(argv[2]))
     if (a is not None and type(a) is not bytes) or (b is not None and type(b) is not bytes):
         raise CommandError(errors.LCS_NOT_STRINGS)
-    a = a or b""
-    b = b or b""
+    limit = ctx.config.get("proto-max-bulk-len", DEFAULT_PROTO_MAX_BULK_LEN)
+    return lcs_reply(a or b"", b or b"", argv, limit, ctx.proto)
+
+
+def lcs_reply(a: bytes, b: bytes, argv: list[bytes], limit: int, proto: int) -> bytes:
+    """LCS of two string values with the options of argv[3:] (also used across shards)."""
     want: set[str] = set()
     minmatchlen = 0
     i = 3
@@ -626,7 +630,6 @@ def lcs_command(ctx: Ctx, argv: list[bytes]) -> bytes:
         raise CommandError(errors.LCS_LEN_AND_IDX)
     if len(a) >= _UINT32_MAX - 1 or len(b) >= _UINT32_MAX - 1:
         raise CommandError(errors.LCS_TOO_LONG)
-    limit = ctx.config.get("proto-max-bulk-len", DEFAULT_PROTO_MAX_BULK_LEN)
     if (len(a) + 1) * (len(b) + 1) * 4 > limit:
         raise CommandError(errors.LCS_NO_MEMORY)
     rows = _lcs_table(a, b)
@@ -635,7 +638,7 @@ def lcs_command(ctx: Ctx, argv: list[bytes]) -> bytes:
     text, ranges = _lcs_walk(a, b, rows, minmatchlen, "idx" in want)
     if "idx" not in want:
         return _bulk(text)
-    return _lcs_idx_reply(ranges, rows[-1][-1], "withmatchlen" in want, ctx.proto)
+    return _lcs_idx_reply(ranges, rows[-1][-1], "withmatchlen" in want, proto)
 
 
 def _lcs_idx_reply(ranges: list[tuple[int, int, int, int, int]], total: int,
