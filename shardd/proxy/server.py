@@ -19,7 +19,7 @@ from typing import Callable
 
 import hiredis
 
-from .. import commands, errors, resp
+from .. import commands, errors, log, resp
 from ..commands import LOCAL, SINGLE, CommandSpec
 from ..frames import EXEC_ALL, REPLY, REQUEST
 from ..ring import FrameReader, FrameWriter, Waker
@@ -627,6 +627,9 @@ class Client(asyncio.Protocol):
                     reply = spec.proxy_handler(self, argv)
                 except errors.CommandError as exc:
                     reply = resp.error(str(exc))
+                except Exception as exc:  # a bug answers this client, it does not drop it
+                    log.log("warning", f"internal error in {spec.name}: {exc!r}")
+                    reply = resp.error(f"ERR internal error in '{spec.name}': {exc.__class__.__name__}")
                 if reply is not None:
                     self.reply_local(reply)
                 if self.closing:

@@ -68,6 +68,7 @@ class Worker:
             worked = self.turn()
             now = time.monotonic()
             if now >= next_tick:
+                hz_interval = 1.0 / max(1, self.config.values.get("hz", 10))
                 next_tick = now + hz_interval
                 if os.getppid() != parent:
                     return
