@@ -133,12 +133,8 @@ def randomkey(conn, argv: list[bytes]) -> None:
 @proxy_command("scan", route=ALL)
 def scan(conn, argv: list[bytes]) -> bytes | None:
     """SCAN's cursor is the next hash slot to visit: it goes to the worker owning it."""
-    try:
-        cursor = int(argv[1])
-        if cursor < 0 or argv[1] != str(cursor).encode():
-            raise ValueError
-    except ValueError:
-        raise errors.CommandError(errors.INVALID_CURSOR)
+    from ..worker.t_keys import parse_cursor
+    cursor = parse_cursor(argv[1])
     if cursor >= 16384:
         return resp.array([resp.bulk(b"0"), resp.EMPTY_ARRAY])
     conn.fanout([(conn.proxy.slotmap[cursor], argv, cursor)], lambda replies: replies[0])

@@ -615,10 +615,12 @@ class Client(asyncio.Protocol):
                     b.runs.append(1)
                     b.targets.append(e)
                     self.last_worker = w
-                if raw is not None:
+                if raw is not None and not b.extras:
                     b.indices.append(i)
                     b.slots.append(slot)
                 else:
+                    # The worker runs a frame's commands in index order: once this frame holds
+                    # a command we encoded (after the raw bytes), later ones are encoded too.
                     b.add_extra(argv, slot)
             else:
                 self.last_worker = -1
@@ -674,7 +676,7 @@ class Client(asyncio.Protocol):
         for w, b in self.builders.items():
             bid = proxy.take_batch_id()
             proxy.send_frame(w, bid, b.build(raw, bid, self.id, self.db, self.proto), self, b.targets)
-        self.builders = {}
+        self.builders.clear()
         self.last_worker = -1
 
     def fanout(self, parts: list[tuple[int, list[bytes], int]], merge: Callable[[list[bytes]], bytes]) -> None:
