@@ -5,7 +5,7 @@ import hmac
 import time
 
 from .. import VALKEY_VERSION, errors, resp
-from ..commands import proxy_command
+from ..commands import COMMANDS, proxy_command
 from ..errors import CommandError
 
 
@@ -131,11 +131,12 @@ def valid_client_name(name: bytes) -> bool:
 
 def client_info_line(conn) -> str:
     now = time.time()
-    flags = "N"
+    flags = ""
     if "no-evict" in conn.flags:
         flags += "e"
     if "no-touch" in conn.flags:
         flags += "T"
+    flags = flags or "N"            # Valkey: N only when no other flag is set
     return (f"id={conn.id} addr={conn.addr} laddr={conn.laddr} fd={conn.fd} "
             f"name={conn.name.decode('utf-8', 'replace')} age={int(now - conn.created)} "
             f"idle={int(now - conn.last_interaction)} flags={flags} db={conn.db} sub=0 psub=0 ssub=0 "
@@ -175,6 +176,9 @@ def client(conn, argv: list[bytes]) -> bytes | None:
     handler = CLIENT_SUBCOMMANDS.get(sub)
     if handler is None:
         return resp.error(errors.unknown_subcommand(argv[1], "CLIENT"))
+    spec = COMMANDS["client"].subcommands.get(sub.decode("utf-8", "replace"))
+    if spec is not None and not spec.arity_ok(len(argv)):
+        return resp.error(errors.wrong_arity(spec.name))
     return handler(conn, argv)
 
 
@@ -207,7 +211,8 @@ def client_setinfo(conn, argv):
     if attr not in (b"LIB-NAME", b"LIB-VER"):
         return resp.error(f"ERR Unrecognized option '{argv[2].decode('utf-8', 'replace')}'")
     if not valid_client_name(value) and value:
-        return resp.error(f"ERR {attr.decode()} cannot contain spaces, newlines or special characters.")
+        return resp.error(f"ERR {argv[2].decode('utf-8', 'replace')} cannot contain spaces, newlines or "
+                          "special characters.")
     if attr == b"LIB-NAME":
         conn.lib_name = value
     else:
@@ -227,7 +232,7 @@ def client_list(conn, argv):
         opt = argv[i].upper()
         if opt == b"TYPE" and i + 1 < len(argv):
             kind = argv[i + 1].lower()
-            if kind not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
+            if kind not in CLIENT_TYPES:
                 return resp.error(f"ERR Unknown client type '{argv[i + 1].decode('utf-8', 'replace')}'")
             if kind != b"normal":
                 ids = set()
@@ -265,20 +270,48 @@ def client_help(conn, argv):
     return resp.array([resp.status(line) for line in CLIENT_HELP])
 
 
+CLIENT_TYPES = (b"normal", b"master", b"primary", b"replica", b"slave", b"pubsub")
+
+
 def client_kill(conn, argv):
-    """CLIENT KILL ID id / ADDR addr (filters), or the old form CLIENT KILL addr."""
+    """CLIENT KILL addr (old form), or CLIENT KILL <filter> <value> ... (Valkey 8's filters)."""
     if len(argv) == 3:
-        filters = {b"ADDR": argv[2]}
-        old_style = True
-    elif len(argv) >= 4 and len(argv) % 2 == 0:
-        filters = {argv[i].upper(): argv[i + 1] for i in range(2, len(argv), 2)}
-        old_style = False
-    else:
-        return resp.error(errors.SYNTAX)
-    killed = conn.proxy.kill_clients(filters, conn)
-    if old_style:
+        killed = conn.proxy.kill_clients({b"ADDR": argv[2]}, conn)
         return resp.OK if killed else resp.error("ERR No such client")
-    return resp.integer(killed)
+    if len(argv) % 2:
+        return resp.error(errors.SYNTAX)
+    filters = {b"SKIPME": b"yes"}      # always present: the proxy skips the caller only then
+    for i in range(2, len(argv), 2):
+        opt, value = argv[i].upper(), argv[i + 1]
+        if opt == b"ID":
+            try:
+                ok = 1 <= int(value) < 1 << 63 and str(int(value)).encode() == value
+            except ValueError:
+                ok = False
+            if not ok:
+                return resp.error("ERR client-id should be greater than 0")
+        elif opt == b"MAXAGE":
+            try:
+                age = int(value)
+                if str(age).encode() != value or not -(1 << 63) <= age < 1 << 63:
+                    raise ValueError
+            except ValueError:
+                return resp.error("ERR maxage is not an integer or out of range")
+            if age <= 0:
+                return resp.error("ERR maxage should be greater than 0")
+        elif opt == b"TYPE":
+            if value.lower() not in CLIENT_TYPES:
+                return resp.error(f"ERR Unknown client type '{value.decode('utf-8', 'replace')}'")
+        elif opt == b"USER":
+            if value != b"default":
+                return resp.error(f"ERR No such user '{value.decode('utf-8', 'replace')}'")
+        elif opt == b"SKIPME":
+            if value.lower() not in (b"yes", b"no"):
+                return resp.error(errors.SYNTAX)
+        elif opt not in (b"ADDR", b"LADDR"):
+            return resp.error(errors.SYNTAX)
+        filters[opt] = value
+    return resp.integer(conn.proxy.kill_clients(filters, conn))
 
 
 CLIENT_SUBCOMMANDS = {

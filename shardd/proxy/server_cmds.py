@@ -6,7 +6,7 @@ import platform
 import time
 
 from .. import REDIS_VERSION, VALKEY_VERSION, errors, resp
-from ..commands import proxy_command
+from ..commands import COMMANDS, proxy_command
 from ..config import ConfigError
 from .fanout import all_ok, to_all
 from .replies import decode_or_raise
@@ -232,20 +232,30 @@ CONFIG_HELP = [
 ]
 
 
+def subcommand_error(argv: list[bytes], container: str) -> bytes | None:
+    """Valkey's checks before a container's handler runs: the subcommand exists and its
+    arity is right (processCommand: commandCheckExistence, commandCheckArity)."""
+    sub = COMMANDS[container].subcommands.get(argv[1].decode("utf-8", "replace").lower())
+    if sub is None:
+        return resp.error(errors.unknown_subcommand(argv[1], container))
+    if not sub.arity_ok(len(argv)):
+        return resp.error(errors.wrong_arity(sub.name))
+    return None
+
+
 @proxy_command("config")
 def config(conn, argv: list[bytes]) -> bytes | None:
+    failed = subcommand_error(argv, "config")
+    if failed is not None:
+        return failed
     sub = argv[1].lower()
     if sub == b"get":
-        if len(argv) < 3:
-            return resp.error(errors.wrong_arity("config|get"))
         return config_get(conn, argv)
     if sub == b"set":
-        if len(argv) < 4 or len(argv) % 2:
-            return resp.error(errors.wrong_arity("config|set"))
+        if len(argv) % 2:
+            return resp.error(errors.SYNTAX)
         return config_set(conn, argv)
     if sub == b"resetstat":
-        if len(argv) != 2:
-            return resp.error(errors.wrong_arity("config|resetstat"))
         conn.proxy.reset_stats()
         to_all(conn, [b"CONFIG", b"RESETSTAT"], all_ok)
         return None
@@ -311,7 +321,7 @@ def wait(conn, argv: list[bytes]) -> bytes:
 
 @proxy_command("cluster")
 def cluster(conn, argv: list[bytes]) -> bytes:
-    return resp.error(errors.CLUSTER_DISABLED)
+    return subcommand_error(argv, "cluster") or resp.error(errors.CLUSTER_DISABLED)
 
 
 @proxy_command("shutdown")
