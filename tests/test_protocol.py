@@ -284,18 +284,12 @@ def test_protocol_errors_close_the_connection(server, request_bytes, reply):
         assert is_closed(s)
 
 
-_ACCEPTED = pytest.mark.xfail(strict=True, reason="proxy fast path: hiredis returns this element "
-                              "as bytes, so the proxy runs the command instead of failing")
-_WAITS = pytest.mark.xfail(strict=True, reason="proxy fast path: hiredis waits for the rest of the "
-                           "aggregate instead of failing at its header")
-
-
 @pytest.mark.parametrize("request_bytes,kind", [
-    pytest.param(b"*1\r\n+PING\r\n", b"+", marks=_ACCEPTED),
-    pytest.param(b"*2\r\n$4\r\nECHO\r\n=7\r\ntxt:abc\r\n", b"=", marks=_ACCEPTED),
-    pytest.param(b"*2\r\n$4\r\nECHO\r\n(12345\r\n", b"(", marks=_ACCEPTED),
-    pytest.param(b"*2\r\n$4\r\nECHO\r\n%1\r\n", b"%", marks=_WAITS),
-    pytest.param(b"*1\r\n*1\r\n", b"*", marks=_WAITS),
+    pytest.param(b"*1\r\n+PING\r\n", b"+"),
+    pytest.param(b"*2\r\n$4\r\nECHO\r\n=7\r\ntxt:abc\r\n", b"="),
+    pytest.param(b"*2\r\n$4\r\nECHO\r\n(12345\r\n", b"("),
+    pytest.param(b"*2\r\n$4\r\nECHO\r\n%1\r\n", b"%"),
+    pytest.param(b"*1\r\n*1\r\n", b"*"),
 ])
 def test_non_bulk_argument_fails_at_once(server, request_bytes, kind):
     with server.connect() as s:
@@ -303,8 +297,6 @@ def test_non_bulk_argument_fails_at_once(server, request_bytes, kind):
         assert is_closed(s)
 
 
-@pytest.mark.xfail(strict=True, reason="the 'expected $' error is encoded as UTF-8, Valkey sends the "
-                   "offending byte itself (shardd/proxy/server.py drain_strict → resp.error)")
 def test_protocol_error_reports_the_raw_byte(server):
     with server.connect() as s:
         talk(s, b"*1\r\n\xff\r\n", b"-ERR Protocol error: expected '$', got '\xff'\r\n", timeout=2)
@@ -319,8 +311,6 @@ def small_bulk_server():
     srv.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="bulk headers under 8 digits go through hiredis, which "
-                   "waits for the payload instead of refusing a length over proto-max-bulk-len")
 def test_bulk_header_over_limit_refused_immediately(small_bulk_server):
     with small_bulk_server.connect() as s:
         talk(s, b"*2\r\n$3\r\nGET\r\n$2000000\r\n", b"-ERR Protocol error: invalid bulk length\r\n",
@@ -552,13 +542,9 @@ def test_pipeline_10000_mixed_commands_aligned_writes(scratch_server):
     c.flushall()
     c.close()
     cmds = _pipeline_commands(random.Random(4321), 10_000, full=True)
-    cmds = [argv for argv in cmds if argv[0] != b"NOSUCHCMD"]      # see the error-order xfail
     _check_pipeline(scratch_server, cmds, aligned=True)
 
 
-@pytest.mark.xfail(strict=True, reason="proxy dispatch: an error reply between two commands of "
-                   "one worker is sent after both (test_error_reply_between_two_commands_of_one_worker); "
-                   "and a read ending inside a request is misparsed (test_pipeline_split_at_every_byte)")
 def test_pipeline_10000_mixed_commands(scratch_server):
     """SET/GET/INCR/DEL/MGET/EXISTS/APPEND/STRLEN/PING/ECHO/SELECT/DBSIZE and unknown commands,
     keys on both workers, one send, every reply checked in order."""
@@ -621,8 +607,6 @@ def test_key_command_after_select_in_one_read(scratch_server):
     assert got == [b"OK", b"OK", b"OK", b"b"]
 
 
-@pytest.mark.xfail(strict=True, reason="reply_local does not reset last_worker: a command after an "
-                   "error reply joins the previous command's run and is answered before the error")
 def test_error_reply_between_two_commands_of_one_worker(scratch_server):
     k = keys_on(0, 1, "ord:")[0]
     got = _one_write(scratch_server, [["SET", k, "v"], ["NOSUCH"], ["GET", k], ["GET"], ["GET", k]], 5)
@@ -631,9 +615,6 @@ def test_error_reply_between_two_commands_of_one_worker(scratch_server):
         "ERR wrong number of arguments for 'get' command", b"v"]
 
 
-@pytest.mark.xfail(strict=True, reason="hiredis has_data() is False when a read ends right after a "
-                   "type byte or a CRLF inside a request: the proxy forwards the partial tail as raw "
-                   "bytes, the worker's reader keeps it and fails on the next frame (worker crash)")
 def test_read_ending_inside_a_request(scratch_server):
     k = keys_on(1, 1, "tail:")[0]
     c = scratch_server.client()
@@ -650,8 +631,6 @@ def test_read_ending_inside_a_request(scratch_server):
         c.close()
 
 
-@pytest.mark.xfail(strict=True, reason="same as test_read_ending_inside_a_request: a pipeline cut "
-                   "by the network at the wrong byte is misparsed")
 def test_pipeline_split_at_every_byte(scratch_server):
     k0, k1 = keys_on(0, 1, "split:")[0], keys_on(1, 1, "split:")[0]
     payload = encode("SET", k0, "v0") + encode("GET", k1) + encode("APPEND", k0, "+") + encode("GET", k0)
@@ -794,8 +773,6 @@ def test_random_input_does_not_hurt_the_server(scratch_server):
     _survives(scratch_server, _random_inputs(random.Random(20240531), 300))
 
 
-@pytest.mark.xfail(strict=True, reason="worker crash on a read ending inside a request (see "
-                   "test_read_ending_inside_a_request)")
 def test_mutated_requests_do_not_hurt_the_server(scratch_server):
     _survives(scratch_server, _mutated_inputs(random.Random(20240601), 300))
 

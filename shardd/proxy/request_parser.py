@@ -257,6 +257,10 @@ class RequestParser:
         """
         return len(self._buf) - self._pos + self._args_bytes + self._chunk_have
 
+    def at_boundary(self) -> bool:
+        """Nothing buffered and no request part-way parsed."""
+        return self._mb_left == 0 and self._bulklen < 0 and not self._args and self.buffered() == 0
+
     def take_remaining(self) -> bytes:
         """Hand back everything not yet returned as a command and reset to a boundary.
 

@@ -26,9 +26,15 @@ from ..ring import FrameReader, FrameWriter, Waker
 from ..slots import keyslot
 from .request_parser import RequestParser
 
-# A bulk or multibulk header of 8+ digits (≥ 10 MB or 10M elements) sends the read to the
-# strict parser, which refuses it at the header when over the limit; hiredis would buffer it.
-_BIG_HEADER = re.compile(rb"[*$]-?\d{8,}")
+
+
+def suspicious_pattern(max_bulk_len: int) -> re.Pattern:
+    """Reads that must go to the strict parser: a bulk or multibulk header long enough to be
+    over the limit (the strict parser refuses it at the header; hiredis would buffer it), and
+    elements hiredis takes as strings but Valkey refuses (`+`, `(`, `=`). A bulk payload that
+    happens to match only costs the slower path."""
+    digits = min(8, len(str(max_bulk_len)))
+    return re.compile(rb"[*$]-?\d{%d,}|\r\n[+(=]" % digits)
 
 
 @dataclass
@@ -187,6 +193,7 @@ class Proxy:
                       "total_net_output_bytes": 0}
         self.start_time = time.time()
         self.queries: dict[int, Query] = {}
+        self.suspicious = suspicious_pattern(config.values["proto-max-bulk-len"]).search
         self.build_names()
 
     def build_names(self) -> None:
@@ -234,6 +241,10 @@ class Proxy:
 
     def apply_config(self, pairs: list[tuple[str, str]]) -> None:
         self.config.config_set(pairs)
+        self.config_changed()
+
+    def config_changed(self) -> None:
+        self.suspicious = suspicious_pattern(self.config.values["proto-max-bulk-len"]).search
 
     def request_shutdown(self) -> None:
         self.send_control({"op": "shutdown"})
@@ -495,7 +506,7 @@ class Client(asyncio.Protocol):
             return
         if self.strict is not None:
             return self.strict_received(data)
-        if (not self.carry and data[0] != 42) or _BIG_HEADER.search(data) is not None:
+        if (not self.carry and data[0] != 42) or self.proxy.suspicious(data) is not None:
             return self.go_strict(data)
         reader = self.reader
         reader.feed(data)
@@ -510,7 +521,13 @@ class Client(asyncio.Protocol):
                         return self.go_strict(data)
                 cmds.append(cmd)
                 cmd = reader.gets()
-        except hiredis.ProtocolError:
+            if not reader.has_data():
+                # hiredis may hold a half-parsed request with no bytes left (the read ended on
+                # a CRLF inside it). An empty multibulk completes at once only at a boundary.
+                reader.feed(b"*0\r\n")
+                if reader.gets() != []:
+                    return self.go_strict(data)
+        except Exception:  # hiredis refusing what it read (or choking on a RESP3 aggregate)
             return self.go_strict(data)
         if reader.has_data():
             raw = None
@@ -554,14 +571,15 @@ class Client(asyncio.Protocol):
             if cmds:
                 self.dispatch(cmds, None)
             if error is not None:
-                self.reply_local(resp.error(error))
+                # The offending byte is sent back as it came (Valkey prints it with %c).
+                self.reply_local(b"-" + error.encode("latin-1", "replace") + b"\r\n")
                 self.closing = True
                 self.flush_out()
                 return
             if self.closing or not parsed_any:
                 break
         # Authenticated and nothing buffered: back to the fast path.
-        if self.authenticated and not parser.buffered() and self.strict is parser:
+        if self.authenticated and self.strict is parser and parser.at_boundary():
             self.strict = None
 
     # -- dispatch --------------------------------------------------------------------------
@@ -714,6 +732,7 @@ class Client(asyncio.Protocol):
             self.send_frames()
 
     def reply_local(self, data: bytes) -> None:
+        self.last_worker = -1
         out = self.out
         if out and out[-1].data is not None:
             out[-1].data += data

@@ -285,7 +285,7 @@ def config_set(conn, argv: list[bytes]) -> bytes | None:
     pairs = [(argv[i].decode("utf-8", "replace").lower(), argv[i + 1].decode("utf-8", "surrogateescape"))
              for i in range(2, len(argv), 2)]
     try:
-        proxy.config.config_set(pairs)
+        proxy.apply_config(pairs)
     except ConfigError as exc:
         return resp.error(str(exc))
     proxy.broadcast({"op": "config_set", "pairs": pairs})
