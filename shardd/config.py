@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable
 
 from . import VALKEY_VERSION
 from .glob import glob_match
+from .numbers import string2ll
 
 __all__ = [
     "Config", "ConfigError", "config_set_error", "load", "parse_memory", "split_args",
@@ -62,7 +63,6 @@ _C_CONSTANTS = {
     "SSIZE_MAX": (1 << 63) - 1,
 }
 _C_SPACE = " \t\n\v\f\r"
-_STRING2LL = re.compile(r"0|-?[1-9][0-9]*")
 
 
 def _c_constant(text: str) -> int:
@@ -91,11 +91,11 @@ def _c_int(value: int) -> int:
 
 
 def _string2ll(text: str) -> int | None:
-    """Valkey's strict string2ll: no spaces, no '+', no leading zeros, 64-bit range."""
-    if not text or len(text) >= 21 or not _STRING2LL.fullmatch(text):
+    """Valkey's strict string2ll on config text."""
+    try:
+        return string2ll(text.encode("ascii"))
+    except UnicodeEncodeError:
         return None
-    value = int(text)
-    return value if -(1 << 63) <= value < (1 << 63) else None
 
 
 def _strtoll(text: str, base: int = 10) -> tuple[int, str, bool]:

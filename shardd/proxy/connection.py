@@ -7,15 +7,7 @@ import time
 from .. import VALKEY_VERSION, errors, resp
 from ..commands import COMMANDS, proxy_command
 from ..errors import CommandError
-
-
-def parse_int(value: bytes, message: str = errors.NOT_INTEGER) -> int:
-    try:
-        if value.strip() != value or not value:
-            raise ValueError
-        return int(value)
-    except ValueError:
-        raise CommandError(message)
+from ..numbers import arg_int
 
 
 @proxy_command("ping")
@@ -96,7 +88,7 @@ def hello(conn, argv: list[bytes]) -> bytes:
 
 @proxy_command("select")
 def select(conn, argv: list[bytes]) -> bytes:
-    index = parse_int(argv[1])
+    index = arg_int(argv[1])
     if not 0 <= index < conn.proxy.config.values["databases"]:
         return resp.error(errors.DB_INDEX)
     if index != conn.db:

@@ -28,6 +28,8 @@ from __future__ import annotations
 import re
 from typing import Callable, Optional
 
+from ..numbers import string2ll as _string2ll
+
 __all__ = ["ProtocolError", "RequestParser", "PROTO_INLINE_MAX_SIZE", "PROTO_MBULK_BIG_ARG"]
 
 SplitInline = Callable[[bytes], Optional[list[bytes]]]
@@ -74,19 +76,9 @@ def expected_dollar_error(byte: int) -> str:
     return f"ERR Protocol error: expected '$', got '{ch}'"
 
 
-# string2ll accepts exactly "0" or an optional '-' then a non-zero digit and more digits.
-_LL_RE = re.compile(rb"0|-?[1-9][0-9]*")
-_LL_MIN, _LL_MAX = -(2**63), 2**63 - 1
-
-
 def string2ll(text: bytes | bytearray | memoryview) -> int | None:
-    """Valkey's ``string2ll``: the value, or None when the text is not a valid long long."""
-    if not 0 < len(text) < 21:   # LONG_STR_SIZE; longer can only overflow anyway
-        return None
-    if _LL_RE.fullmatch(text) is None:
-        return None
-    value = int(bytes(text))
-    return value if _LL_MIN <= value <= _LL_MAX else None
+    """Valkey's ``string2ll`` on a slice of the buffer."""
+    return _string2ll(bytes(text))
 
 
 # --- private fallback for sdssplitargs ------------------------------------------------

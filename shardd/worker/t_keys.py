@@ -19,7 +19,8 @@ from ..slots import SLOTS, keyslot
 from . import keyspace
 from .context import Ctx
 from .keyspace import Db
-from .t_string import LLONG_MAX, arg_ll, parse_ll
+from ..numbers import LLONG_MAX, arg_ll
+from ..numbers import string2ll as parse_ll
 
 ZERO = resp.ZERO
 ONE = resp.ONE

@@ -13,12 +13,12 @@ from fractions import Fraction
 from .. import errors, resp
 from ..commands import worker_command
 from ..errors import CommandError
+from ..numbers import LLONG_MAX, LLONG_MIN, arg_ll
+from ..numbers import string2ll as parse_ll
 from ..slots import keyslot
 from . import keyspace
 from .context import Ctx
 
-LLONG_MAX = (1 << 63) - 1
-LLONG_MIN = -(1 << 63)
 DEFAULT_PROTO_MAX_BULK_LEN = 512 * 1024 * 1024
 
 OK = resp.OK
@@ -33,30 +33,6 @@ _WRONGTYPE = errors.WRONGTYPE
 
 
 # -- integers ----------------------------------------------------------------------------------
-
-def parse_ll(value: bytes) -> int | None:
-    """Valkey's string2ll: a canonical signed 64-bit decimal ('-'? no '+', spaces or 0-padding)."""
-    size = len(value)
-    if 0 < size < 19 and value.isdigit() and (value[0] != 48 or size == 1):
-        return int(value)                     # the common case: a plain non-negative number
-    if size > 20:
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        return None
-    if LLONG_MIN <= n <= LLONG_MAX and b"%d" % n == value:
-        return n
-    return None
-
-
-def arg_ll(value: bytes) -> int:
-    """parse_ll or the 'not an integer' error (getLongLongFromObjectOrReply)."""
-    n = parse_ll(value)
-    if n is None:
-        raise CommandError(errors.NOT_INTEGER)
-    return n
-
 
 # -- SET / GETEX options -----------------------------------------------------------------------
 
