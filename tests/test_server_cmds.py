@@ -480,8 +480,6 @@ def test_client_kill(server):
             c.close()
 
 
-@pytest.mark.xfail(strict=True, reason="CLIENT KILL MAXAGE is parsed but the proxy's filter "
-                   "(_client_matches in shardd/proxy/server.py) matches no client for it")
 def test_client_kill_maxage_kills_old_connections(server):
     old, me = Conn(server), Conn(server)
     try:
@@ -500,8 +498,6 @@ def test_client_kill_maxage_kills_old_connections(server):
         me.close()
 
 
-@pytest.mark.xfail(strict=True, reason="cmd= in CLIENT INFO/LIST is argv[0] lower-cased; Valkey shows "
-                   "the full name of the last command (client|info); shardd/proxy/server.py sets last_cmd")
 def test_client_info_cmd_is_the_full_name(server):
     c = Conn(server)
     try:
@@ -1069,10 +1065,6 @@ def test_two_proxies_config_and_data_are_shared(two_proxies):
             c.close()
 
 
-@pytest.mark.xfail(strict=True, reason="CONFIG SET answers OK before the other proxies applied it: "
-                   "the change travels proxy -> supervisor -> proxies with no acknowledgement, so a "
-                   "client of another proxy can read the old value after the OK (about 1 in 300 "
-                   "tries unprovoked; always while the supervisor is slow, as here)")
 def test_two_proxies_config_set_is_visible_once_acknowledged(two_proxies):
     conns = _spread_connections(two_proxies, 4)
     a = conns[0]
@@ -1117,8 +1109,6 @@ def test_two_proxies_client_kill_across_proxies(two_proxies):
             c.close()
 
 
-@pytest.mark.xfail(strict=True, reason="CLIENT KILL counts only the clients of the caller's proxy "
-                   "(Proxy.kill_clients broadcasts the filter and returns kill_local's count)")
 def test_two_proxies_client_kill_counts_clients_of_other_proxies(two_proxies):
     conns = _spread_connections(two_proxies, 4)
     try:

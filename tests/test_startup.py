@@ -314,9 +314,6 @@ def test_port_0_and_unixsocket(tmp_path):
     assert not os.path.exists(path)        # removed on shutdown
 
 
-@pytest.mark.xfail(strict=True, reason="a unix-socket client shows addr=/unixsocket laddr=<path> "
-                   "flags=N; Valkey shows addr=<path>:0 laddr=<path>:0 flags=U "
-                   "(_format_addr in shardd/proxy/server.py)")
 def test_unix_socket_client_addresses(tmp_path):
     path = str(tmp_path / "addr.sock")
 

@@ -5,9 +5,11 @@ import hmac
 import time
 
 from .. import VALKEY_VERSION, errors, resp
+from .. import commands
 from ..commands import COMMANDS, proxy_command
 from ..errors import CommandError
 from ..numbers import arg_int
+from .server import proxy_query
 
 
 @proxy_command("ping")
@@ -123,19 +125,56 @@ def valid_client_name(name: bytes) -> bool:
 
 def client_info_line(conn) -> str:
     now = time.time()
-    flags = ""
-    if "no-evict" in conn.flags:
-        flags += "e"
-    if "no-touch" in conn.flags:
-        flags += "T"
-    flags = flags or "N"            # Valkey: N only when no other flag is set
+    flags = "".join(letter for flag, letter in (("unix", "U"), ("no-evict", "e"), ("no-touch", "T"))
+                    if flag in conn.flags) or "N"
+    spec = commands.lookup_argv(conn.last_argv)
+    cmd = spec.name if spec is not None else "NULL"
     return (f"id={conn.id} addr={conn.addr} laddr={conn.laddr} fd={conn.fd} "
             f"name={conn.name.decode('utf-8', 'replace')} age={int(now - conn.created)} "
             f"idle={int(now - conn.last_interaction)} flags={flags} db={conn.db} sub=0 psub=0 ssub=0 "
             f"multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 "
-            f"omem=0 tot-mem=1024 events=r cmd={conn.last_cmd.decode('utf-8', 'replace').lower()} "
+            f"omem=0 tot-mem=1024 events=r cmd={cmd} "
             f"user={conn.user} redir=-1 resp={conn.proto} "
             f"lib-name={conn.lib_name.decode('utf-8', 'replace')} lib-ver={conn.lib_ver.decode('utf-8', 'replace')}")
+
+
+@proxy_query("client_list")
+def local_client_lines(proxy, ids, asker) -> list[tuple[int, str]]:
+    return [(c.id, client_info_line(c)) for c in proxy.clients.values() if ids is None or c.id in ids]
+
+
+def client_matches(c, key: bytes, value: bytes) -> bool:
+    text = value.decode("utf-8", "replace")
+    if key == b"ID":
+        return str(c.id) == text
+    if key == b"ADDR":
+        return c.addr == text
+    if key == b"LADDR":
+        return c.laddr == text
+    if key == b"USER":
+        return c.user == text
+    if key == b"TYPE":
+        return text.lower() == "normal"
+    if key == b"MAXAGE":
+        return time.time() - c.created >= int(value)
+    return key == b"SKIPME"
+
+
+@proxy_query("client_kill")
+def kill_local_clients(proxy, filters: dict[bytes, bytes], asker) -> int:
+    """Close this proxy's clients matching every filter; the caller last (its reply first)."""
+    skipme = filters.get(b"SKIPME", b"yes").lower() == b"yes"
+    killed = 0
+    for c in list(proxy.clients.values()):
+        if c is asker and skipme:
+            continue
+        if all(client_matches(c, k, v) for k, v in filters.items()):
+            killed += 1
+            if c is asker:
+                c.closing = True
+            elif c.transport is not None:
+                c.transport.close()
+    return killed
 
 
 def parse_on_off(value: bytes) -> bool:
@@ -243,7 +282,8 @@ def client_list(conn, argv):
     def render(lines: list[str]) -> bytes:
         text = "".join(line + "\n" for line in lines)
         return resp.verbatim(text.encode(), proto)
-    conn.proxy.gather_clients(conn, ids, render)
+    conn.proxy.ask_all(conn, "client_list", ids,
+                       lambda answers: render([line for _, line in sorted(sum(answers, []))]))
     return None
 
 
@@ -268,8 +308,9 @@ CLIENT_TYPES = (b"normal", b"master", b"primary", b"replica", b"slave", b"pubsub
 def client_kill(conn, argv):
     """CLIENT KILL addr (old form), or CLIENT KILL <filter> <value> ... (Valkey 8's filters)."""
     if len(argv) == 3:
-        killed = conn.proxy.kill_clients({b"ADDR": argv[2]}, conn)
-        return resp.OK if killed else resp.error("ERR No such client")
+        conn.proxy.ask_all(conn, "client_kill", {b"ADDR": argv[2], b"SKIPME": b"no"},
+                           lambda answers: resp.OK if sum(answers) else resp.error("ERR No such client"))
+        return None
     if len(argv) % 2:
         return resp.error(errors.SYNTAX)
     filters = {b"SKIPME": b"yes"}      # always present: the proxy skips the caller only then
@@ -303,7 +344,8 @@ def client_kill(conn, argv):
         elif opt not in (b"ADDR", b"LADDR"):
             return resp.error(errors.SYNTAX)
         filters[opt] = value
-    return resp.integer(conn.proxy.kill_clients(filters, conn))
+    conn.proxy.ask_all(conn, "client_kill", filters, lambda answers: resp.integer(sum(answers)))
+    return None
 
 
 CLIENT_SUBCOMMANDS = {

@@ -137,26 +137,22 @@ class FrameBuilder:
 
 @dataclass
 class Query:
-    """A question to the other proxies, answered into one place of a client's replies."""
+    """A question to every proxy, answered into one place of a client's replies."""
     conn: "Client"
     entry: Entry
     answers: list
-    render: Callable
+    combine: Callable
 
 
-def _client_matches(c: "Client", key: bytes, value: bytes) -> bool:
-    text = value.decode("utf-8", "replace")
-    if key == b"ID":
-        return str(c.id) == text
-    if key == b"ADDR":
-        return c.addr == text
-    if key == b"LADDR":
-        return c.laddr == text
-    if key == b"USER":
-        return c.user == text
-    if key == b"TYPE":
-        return text.lower() == "normal"
-    return False
+# what → handler(proxy, args, asking client or None) -> answer; the command families register them.
+QUERIES: dict[str, Callable] = {}
+
+
+def proxy_query(what: str) -> Callable[[Callable], Callable]:
+    def register(fn: Callable) -> Callable:
+        QUERIES[what] = fn
+        return fn
+    return register
 
 
 def encode_command(argv: list[bytes]) -> bytes:
@@ -249,11 +245,6 @@ class Proxy:
     def request_shutdown(self) -> None:
         self.send_control({"op": "shutdown"})
 
-    def broadcast(self, msg: dict) -> None:
-        """Send to every other proxy (through the supervisor)."""
-        if self.n_proxies > 1:
-            self.send_control({"op": "broadcast", "msg": msg})
-
     def send_control(self, msg: dict) -> None:
         from ..supervisor import send_message
         try:
@@ -269,68 +260,47 @@ class Proxy:
             msgs = []
         for msg in msgs:
             op = msg.get("op")
-            if op == "config_set":
-                self.apply_config(msg["pairs"])
-            elif op == "query":
-                answer = self.answer_query(msg)
+            if op == "query":
+                answer = QUERIES[msg["what"]](self, msg["args"], None)
                 self.send_control({"op": "answer", "to": msg["from"], "qid": msg["qid"], "data": answer})
             elif op == "answer":
                 query = self.queries.get(msg["qid"])
                 if query is not None:
                     query.answers.append(msg["data"])
-                    if len(query.answers) >= self.n_proxies - 1:
+                    if len(query.answers) >= self.n_proxies:
                         self.finish_query(msg["qid"])
-            elif op == "kill_clients":
-                self.kill_local(msg["filters"], None)
 
-    def answer_query(self, msg: dict):
-        if msg["what"] == "client_list":
-            return self.local_client_lines(msg["ids"])
-        return None
-
-    def local_client_lines(self, ids) -> list[tuple[int, str]]:
-        from .connection import client_info_line
-        return [(c.id, client_info_line(c)) for c in self.clients.values() if ids is None or c.id in ids]
-
-    def gather_clients(self, conn: "Client", ids, render: Callable[[list[str]], bytes]) -> None:
-        """CLIENT LIST over every proxy: ours now, the others' when they answer."""
+    def ask_all(self, conn: "Client", what: str, args, combine: Callable[[list], bytes]) -> None:
+        """Server-wide state: every proxy (this one included) answers `what`; `combine`
+        turns the answers into this client's reply (or a Followup for the workers)."""
         entry = Entry()
         conn.out.append(entry)
-        local = self.local_client_lines(ids)
+        conn.last_worker = -1
+        query = Query(conn, entry, [QUERIES[what](self, args, conn)], combine)
         if self.n_proxies == 1:
-            entry.data = render([line for _, line in sorted(local)])
+            self.complete(query)
             return
         qid = self.next_bid = self.next_bid + 1
-        self.queries[qid] = Query(conn, entry, [local], render)
-        self.send_control({"op": "query", "qid": qid, "from": self.index, "what": "client_list", "ids": ids})
-        self.loop.call_later(1.0, self.finish_query, qid)
+        self.queries[qid] = query
+        self.send_control({"op": "query", "qid": qid, "from": self.index, "what": what, "args": args})
+        self.loop.call_later(2.0, self.finish_query, qid)
 
     def finish_query(self, qid: int) -> None:
         query = self.queries.pop(qid, None)
-        if query is None:
-            return
-        lines = sorted(item for answer in query.answers for item in answer)
-        query.entry.data = query.render([line for _, line in lines])
-        query.conn.flush_out()
+        if query is not None:
+            self.complete(query)
+            query.conn.flush_out()
 
-    def kill_clients(self, filters: dict[bytes, bytes], me: "Client") -> int:
-        self.broadcast({"op": "kill_clients", "filters": filters})
-        return self.kill_local(filters, me)
-
-    def kill_local(self, filters: dict[bytes, bytes], me: "Client | None") -> int:
-        skipme = filters.get(b"SKIPME", b"yes").lower() != b"no"
-        killed = 0
-        for c in list(self.clients.values()):
-            if c is me and skipme and len(filters) > 1:
-                continue
-            if not all(_client_matches(c, k, v) for k, v in filters.items() if k != b"SKIPME"):
-                continue
-            killed += 1
-            if c is me:
-                c.closing = True
-            elif c.transport is not None:
-                c.transport.close()
-        return killed
+    @staticmethod
+    def complete(query: "Query") -> None:
+        try:
+            result = query.combine(query.answers)
+        except errors.CommandError as exc:
+            result = resp.error(str(exc))
+        if isinstance(result, Followup):
+            query.conn.fanout_into(query.entry, result.parts, result.merge)
+        else:
+            query.entry.data = result
 
     def lookup(self, name: bytes) -> CommandSpec | None:
         spec = self.names.get(name)
@@ -460,7 +430,7 @@ class Client(asyncio.Protocol):
         self.closing = False
         self.created = time.time()
         self.last_interaction = self.created
-        self.last_cmd = b"NULL"
+        self.last_argv: list[bytes] = [b"NULL"]
         self.addr = "?"
         self.laddr = "?"
         self.fd = -1
@@ -487,9 +457,12 @@ class Client(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self.fd = sock.fileno()
-        peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
-        self.addr = _format_addr(peer)
+        if isinstance(local, tuple):
+            self.addr = _format_addr(transport.get_extra_info("peername"))
+        else:   # a unix socket: Valkey shows the socket path for both ends
+            self.flags.add("unix")
+            self.addr = _format_addr(local)
         self.laddr = _format_addr(local)
         if self.strict is None and not self.authenticated:
             self.strict = RequestParser(proxy.config.values["proto-max-bulk-len"])
@@ -642,7 +615,7 @@ class Client(asyncio.Protocol):
                     b.add_extra(argv, slot)
             else:
                 self.last_worker = -1
-                self.last_cmd = argv[0]
+                self.last_argv = argv
                 try:
                     reply = spec.proxy_handler(self, argv)
                 except errors.CommandError as exc:
@@ -656,6 +629,7 @@ class Client(asyncio.Protocol):
                     break
         if builders:
             self.send_frames()
+            self.last_argv = cmds[-1]
         self.flush_out()
 
     def subcommand(self, spec: CommandSpec, argv: list[bytes]) -> CommandSpec | None:
@@ -759,13 +733,10 @@ class Client(asyncio.Protocol):
             self.transport.close()
 
 
-def _format_addr(addr) -> str:
+def _format_addr(addr, unix_path: str = "") -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
-        host = addr[0]
-        return f"[{host}]:{addr[1]}" if ":" in host and False else f"{host}:{addr[1]}"
-    if isinstance(addr, str) and addr:
-        return addr
-    return "/unixsocket"
+        return f"{addr[0]}:{addr[1]}"
+    return f"{addr or unix_path}:0"
 
 
 def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, config, slotmap: bytes,

@@ -9,6 +9,7 @@ from .. import REDIS_VERSION, VALKEY_VERSION, errors, resp
 from ..commands import COMMANDS, proxy_command
 from ..config import ConfigError
 from .fanout import all_ok, to_all
+from .server import proxy_query
 from .replies import decode_or_raise
 
 DEFAULT_SECTIONS = ["server", "clients", "memory", "persistence", "stats", "replication", "cpu",
@@ -288,12 +289,19 @@ def config_set(conn, argv: list[bytes]) -> bytes | None:
         proxy.apply_config(pairs)
     except ConfigError as exc:
         return resp.error(str(exc))
-    proxy.broadcast({"op": "config_set", "pairs": pairs})
     flat = [b"CONFIG", b"SET"]
     for name, value in pairs:
         flat += [name.encode(), value.encode("utf-8", "surrogateescape")]
-    to_all(conn, flat, all_ok)
+    parts = [(w, flat, lo) for w, (lo, _) in enumerate(proxy.info["slot_ranges"])]
+    # Answer only once every proxy and every worker has the new values.
+    proxy.ask_all(conn, "config_set", pairs, lambda answers: conn.followup(parts, all_ok))
     return None
+
+
+@proxy_query("config_set")
+def apply_config_set(proxy, pairs: list[tuple[str, str]], asker) -> None:
+    if asker is None:          # the asking proxy applied it already
+        proxy.apply_config(pairs)
 
 
 # -- the rest --------------------------------------------------------------------------------
