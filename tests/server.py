@@ -45,18 +45,21 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+                output = self.output()
+                self.log.close()
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{output}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
                     s.settimeout(2)
-                    if s.recv(64).startswith(b"+PONG"):
+                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 pass
             time.sleep(0.05)
+        output = self.output()
         self.stop()
-        raise RuntimeError(f"server did not start:\n{self.output()}")
+        raise RuntimeError(f"server did not start:\n{output}")
 
     def output(self) -> str:
         self.log.flush()
