@@ -162,52 +162,24 @@ class Supervisor:
             self.spawn_proxy(p)
 
     def spawn_worker(self, w: int, restarted: bool = False) -> None:
-        pid = os.fork()
-        if pid == 0:
-            self._child("W")
-            code = 0
-            try:
-                cpus = self.cfg.values.get("worker-cpulist")
-                if cpus:
-                    all_cpus = sorted(parse_cpulist(cpus))
-                    os.sched_setaffinity(0, {all_cpus[w % len(all_cpus)]})
-                from .worker import main as worker_main
-                worker_main.run(w, self.plumbing.worker_links(w), self.plumbing.worker_wakers[w],
-                                self.cfg, self.ranges[w], restarted)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 0
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-                code = 1
-            os._exit(code)
-        self.workers[pid] = w
+        def body() -> None:
+            from .worker import main as worker_main
+            worker_main.run(w, self.plumbing.worker_links(w), self.plumbing.worker_wakers[w],
+                            self.cfg, self.ranges[w], restarted)
+        self.workers[self._fork("W", "worker-cpulist", w, body)] = w
 
     def spawn_proxy(self, p: int) -> None:
         parent_end, child_end = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:
+
+        def body() -> None:
             parent_end.close()
-            self._child("P")
-            code = 0
-            try:
-                cpus = self.cfg.values.get("proxy-cpulist")
-                if cpus:
-                    all_cpus = sorted(parse_cpulist(cpus))
-                    os.sched_setaffinity(0, {all_cpus[p % len(all_cpus)]})
-                from .proxy import server as proxy_server
-                info = dict(self.info, control=child_end, proxy_index=p,
-                            proxy_stats=self.plumbing.proxy_stats, slot_ranges=self.ranges)
-                proxy_server.run(p, self.n_proxies, self.plumbing.proxy_links(p),
-                                 self.plumbing.proxy_wakers[p], self.cfg, self.slotmap,
-                                 self.listeners, info)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 0
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-                code = 1
-            os._exit(code)
+            from .proxy import server as proxy_server
+            info = dict(self.info, control=child_end, proxy_index=p,
+                        proxy_stats=self.plumbing.proxy_stats, slot_ranges=self.ranges)
+            proxy_server.run(p, self.n_proxies, self.plumbing.proxy_links(p),
+                             self.plumbing.proxy_wakers[p], self.cfg, self.slotmap,
+                             self.listeners, info)
+        pid = self._fork("P", "proxy-cpulist", p, body)
         child_end.close()
         old = self.control[p]
         if old is not None:
@@ -217,6 +189,27 @@ class Supervisor:
         parent_end.setblocking(False)
         self.sel.register(parent_end, selectors.EVENT_READ, ("control", p))
         self.proxies[pid] = p
+
+    def _fork(self, role: str, cpulist: str, index: int, body) -> int:
+        """Fork a child that runs body() (pinned per `cpulist` when set) and never returns."""
+        pid = os.fork()
+        if pid:
+            return pid
+        self._child(role)
+        code = 0
+        try:
+            cpus = self.cfg.values.get(cpulist)
+            if cpus:
+                all_cpus = sorted(parse_cpulist(cpus))
+                os.sched_setaffinity(0, {all_cpus[index % len(all_cpus)]})
+            body()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
 
     def _child(self, role: str) -> None:
         _die_with_parent()

@@ -61,19 +61,21 @@ def mget(conn, argv: list[bytes]) -> None:
     conn.fanout(parts, merge)
 
 
-@proxy_command("mset", route=MULTI)
-def mset(conn, argv: list[bytes]) -> bytes | None:
+def split_pairs(conn, argv: list[bytes]) -> list[tuple[int, list[bytes], int]]:
+    """Per-worker sub-commands of MSET-like key/value pairs."""
     if len(argv) % 2 == 0:
-        return resp.error(errors.wrong_arity("mset"))
-    parts, _ = split(conn, argv, 2)
-    conn.fanout(parts, all_ok)
+        raise errors.CommandError(errors.wrong_arity(argv[0].decode("utf-8", "replace").lower()))
+    return split(conn, argv, 2)[0]
+
+
+@proxy_command("mset", route=MULTI)
+def mset(conn, argv: list[bytes]) -> None:
+    conn.fanout(split_pairs(conn, argv), all_ok)
 
 
 @proxy_command("msetnx", route=MULTI)
-def msetnx(conn, argv: list[bytes]) -> bytes | None:
-    if len(argv) % 2 == 0:
-        return resp.error(errors.wrong_arity("msetnx"))
-    parts, _ = split(conn, argv, 2)
+def msetnx(conn, argv: list[bytes]) -> None:
+    parts = split_pairs(conn, argv)
     if len(parts) == 1:
         conn.fanout(parts, lambda replies: replies[0])
         return None

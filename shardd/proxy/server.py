@@ -84,14 +84,19 @@ class GatherPart:
         g.parts[self.index] = data
         g.missing -= 1
         if g.missing == 0:
-            try:
-                result = g.merge(g.parts)
-            except errors.CommandError as exc:
-                result = resp.error(str(exc))
-            if isinstance(result, Followup):
-                result.conn.fanout_into(g.entry, result.parts, result.merge)
-            else:
-                g.entry.data = result
+            settle(g.entry, g.merge, g.parts)
+
+
+def settle(entry: Entry, produce: Callable, arg) -> None:
+    """Fill a reply place with produce(arg): bytes, an error, or another round of work."""
+    try:
+        result = produce(arg)
+    except errors.CommandError as exc:
+        result = resp.error(str(exc))
+    if isinstance(result, Followup):
+        result.conn.fanout_into(entry, result.parts, result.merge)
+    else:
+        entry.data = result
 
 
 @dataclass
@@ -278,7 +283,7 @@ class Proxy:
         conn.last_worker = -1
         query = Query(conn, entry, [QUERIES[what](self, args, conn)], combine)
         if self.n_proxies == 1:
-            self.complete(query)
+            settle(entry, combine, query.answers)
             return
         qid = self.next_bid = self.next_bid + 1
         self.queries[qid] = query
@@ -288,19 +293,8 @@ class Proxy:
     def finish_query(self, qid: int) -> None:
         query = self.queries.pop(qid, None)
         if query is not None:
-            self.complete(query)
+            settle(query.entry, query.combine, query.answers)
             query.conn.flush_out()
-
-    @staticmethod
-    def complete(query: "Query") -> None:
-        try:
-            result = query.combine(query.answers)
-        except errors.CommandError as exc:
-            result = resp.error(str(exc))
-        if isinstance(result, Followup):
-            query.conn.fanout_into(query.entry, result.parts, result.merge)
-        else:
-            query.entry.data = result
 
     def lookup(self, name: bytes) -> CommandSpec | None:
         spec = self.names.get(name)

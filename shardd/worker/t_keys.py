@@ -188,24 +188,14 @@ def _ttl(ctx: Ctx, key: bytes, milliseconds: bool, absolute: bool) -> bytes:
     return resp.integer(ttl if milliseconds else (ttl + 500) // 1000)
 
 
-@worker_command("ttl")
+_TTL_FORMS = {b"ttl": (False, False), b"pttl": (True, False),
+              b"expiretime": (False, True), b"pexpiretime": (True, True)}
+
+
+@worker_command("ttl", "pttl", "expiretime", "pexpiretime")
 def ttl_command(ctx: Ctx, argv: list[bytes]) -> bytes:
-    return _ttl(ctx, argv[1], False, False)
-
-
-@worker_command("pttl")
-def pttl_command(ctx: Ctx, argv: list[bytes]) -> bytes:
-    return _ttl(ctx, argv[1], True, False)
-
-
-@worker_command("expiretime")
-def expiretime_command(ctx: Ctx, argv: list[bytes]) -> bytes:
-    return _ttl(ctx, argv[1], False, True)
-
-
-@worker_command("pexpiretime")
-def pexpiretime_command(ctx: Ctx, argv: list[bytes]) -> bytes:
-    return _ttl(ctx, argv[1], True, True)
+    milliseconds, absolute = _TTL_FORMS[argv[0].lower()]
+    return _ttl(ctx, argv[1], milliseconds, absolute)
 
 
 @worker_command("persist")
