@@ -36,6 +36,7 @@ class CommandSpec:
     worker_handler: Callable | None = None
     proxy_handler: Callable | None = None
     cross_shard: Callable | None = None   # proxy fallback when a single-route command's keys span workers
+    direct_key: int = 0      # argv position of the one key of a plain single-key worker command
 
     @property
     def display_name(self) -> str:
@@ -183,3 +184,13 @@ def check_arity(spec: CommandSpec, argv: list[bytes]) -> str | None:
 # Routing facts that the per-command key specs cannot tell.
 set_route(MULTI, "mget", "mset", "del", "exists", "unlink", "touch")
 set_route(ALL, "dbsize", "flushdb", "flushall", "keys", "scan", "randomkey")
+
+
+def finish_table() -> None:
+    """After every family registered its handlers: mark the plain single-key worker commands,
+    which the proxy routes without looking further."""
+    for spec in COMMANDS.values():
+        plain = (spec.route is SINGLE and spec.worker_handler is not None and not spec.subcommands
+                 and spec.first_key > 0 and spec.last_key == spec.first_key
+                 and "movablekeys" not in spec.flags and spec.cross_shard is None)
+        spec.direct_key = spec.first_key if plain else 0

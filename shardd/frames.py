@@ -14,6 +14,9 @@ import struct
 
 REQUEST = struct.Struct("<IQBBHII")   # batch id, client id, db, proto, flags, n_exec, n_runs
 REPLY = struct.Struct("<II")          # batch id, n_runs
+# The same headers behind the ring's u64 frame length, for building a frame in one join.
+FRAMED_REQUEST = struct.Struct("<QIQBBHII")
+FRAMED_REPLY = struct.Struct("<QII")
 
 EXEC_ALL = 1        # execute every command of the RESP part
 CONTROL = 2         # a coordinator/control frame (the atomicity issue builds on it)

@@ -155,7 +155,10 @@ class FrameWriter:
 
     def send(self, payload: bytes) -> bool:
         """Queue one frame and push what fits; True when everything is in the ring."""
-        frame = _U64.pack(len(payload)) + payload
+        return self.send_framed(_U64.pack(len(payload)) + payload)
+
+    def send_framed(self, frame: bytes) -> bool:
+        """Like send, for a frame that starts with its own u64 payload length."""
         if self.pending:
             self.pending.append(memoryview(frame))
             self.flush()

@@ -21,7 +21,7 @@ import hiredis
 
 from .. import commands, errors, log, resp
 from ..commands import LOCAL, SINGLE, CommandSpec
-from ..frames import EXEC_ALL, REPLY, REQUEST
+from ..frames import EXEC_ALL, FRAMED_REQUEST, REPLY, REQUEST
 from ..ring import FrameReader, FrameWriter, Waker
 from ..slots import keyslot
 from .request_parser import RequestParser
@@ -125,19 +125,21 @@ class FrameBuilder:
         self.slots.append(slot)
 
     def build(self, raw: bytes | None, bid: int, client_id: int, db: int, proto: int) -> bytes:
+        """The whole frame, ring length prefix included."""
         n = len(self.indices)
+        runs = array.array("I", self.runs).tobytes()
+        slots = array.array("H", self.slots).tobytes()
         if raw is not None and n == self.n_raw and not self.extras:
-            head = REQUEST.pack(bid, client_id, db, proto, EXEC_ALL, n, len(self.runs))
-            return b"".join((head, array.array("I", self.runs).tobytes(),
-                             array.array("H", self.slots).tobytes(), raw))
-        if raw is None or not self.indices or self.indices[0] >= self.n_raw:
-            # Only commands we encoded: they are all ours, in order.
-            head = REQUEST.pack(bid, client_id, db, proto, EXEC_ALL, n, len(self.runs))
-            return b"".join((head, array.array("I", self.runs).tobytes(),
-                             array.array("H", self.slots).tobytes(), *self.extras))
-        head = REQUEST.pack(bid, client_id, db, proto, 0, n, len(self.runs))
-        return b"".join((head, array.array("I", self.runs).tobytes(), array.array("I", self.indices).tobytes(),
-                         array.array("H", self.slots).tobytes(), raw, *self.extras))
+            parts = [runs, slots, raw]
+            flags = EXEC_ALL
+        elif raw is None or not self.indices or self.indices[0] >= self.n_raw:
+            parts = [runs, slots, *self.extras]   # only commands we encoded: all ours, in order
+            flags = EXEC_ALL
+        else:
+            parts = [runs, array.array("I", self.indices).tobytes(), slots, raw, *self.extras]
+            flags = 0
+        size = REQUEST.size + sum(map(len, parts))
+        return b"".join((FRAMED_REQUEST.pack(size, bid, client_id, db, proto, flags, n, len(self.runs)), *parts))
 
 
 @dataclass
@@ -315,7 +317,7 @@ class Proxy:
 
     def send_frame(self, worker: int, bid: int, payload: bytes, conn: "Client", targets: list) -> None:
         self.pending[bid] = (conn, targets, worker)
-        self.links[worker].requests.send(payload)
+        self.links[worker].requests.send_framed(payload)
         # Wake-ups wait for the end of this loop turn: one eventfd write per worker per turn
         # however many clients sent it frames meanwhile.
         self.to_wake[worker] = True
@@ -504,8 +506,45 @@ class Client(asyncio.Protocol):
             raw = data if not self.carry else None
             self.carry = []
             self.carried = 0
-        if cmds:
+        if cmds and (raw is None or not self.authenticated or not self.dispatch_direct(cmds, raw)):
             self.dispatch(cmds, raw)
+
+    def dispatch_direct(self, cmds: list[list[bytes]], raw: bytes) -> bool:
+        """The common read: plain single-key commands all bound for one worker. The read's
+        bytes go on as they came, in one frame, with one place for all the replies. False
+        (nothing done) when the read needs the general path."""
+        proxy = self.proxy
+        names = proxy.names
+        slotmap = proxy.slotmap
+        slots = []
+        worker = -1
+        for argv in cmds:
+            spec = names.get(argv[0])
+            if spec is None:
+                return False
+            k = spec.direct_key
+            a = spec.arity
+            if not k or ((len(argv) != a) if a > 0 else (len(argv) < -a)):
+                return False
+            slot = keyslot(argv[k])
+            w = slotmap[slot]
+            if w != worker:
+                if worker >= 0:
+                    return False
+                worker = w
+            slots.append(slot)
+        n = len(cmds)
+        proxy.stats["total_commands_processed"] += n
+        self.last_argv = cmds[-1]
+        entry = Entry()
+        self.out.append(entry)
+        bid = proxy.take_batch_id()
+        slot_bytes = array.array("H", slots).tobytes()
+        frame = b"".join((FRAMED_REQUEST.pack(REQUEST.size + 4 + len(slot_bytes) + len(raw), bid, self.id,
+                                              self.db, self.proto, EXEC_ALL, n, 1),
+                          n.to_bytes(4, "little"), slot_bytes, raw))
+        proxy.send_frame(worker, bid, frame, self, [entry])
+        return True
 
     def go_strict(self, data: bytes) -> None:
         """Switch this connection to the strict parser from the last command boundary."""
@@ -743,6 +782,7 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
     proxy = Proxy(index, n_proxies, links, waker, config, slotmap, server_info)
     proxy.loop = loop
     from . import handlers  # noqa: F401  (registers the proxy's commands)
+    commands.finish_table()
     server_info["proxy"] = proxy
     loop.add_reader(waker.fd, proxy.on_wake)
     loop.add_reader(server_info["control"].fileno(), proxy.on_control)

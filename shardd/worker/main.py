@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import hiredis
 
 from .. import commands, errors, resp
-from ..frames import CONTROL, EXEC_ALL, REPLY, REQUEST
+from ..frames import EXEC_ALL, FRAMED_REPLY, REPLY, REQUEST
 from ..ring import FrameReader, FrameWriter, Waker
 from . import keyspace
 from .context import Ctx
@@ -150,7 +150,9 @@ class Worker:
         replies = self.execute(reader, slots, indices, n_exec)
         if n_runs == 1:
             body = b"".join(replies)
-            out = REPLY.pack(bid, 1) + len(body).to_bytes(4, "little") + body
+            link.replies.send_framed(b"".join((FRAMED_REPLY.pack(REPLY.size + 4 + len(body), bid, 1),
+                                               len(body).to_bytes(4, "little"), body)))
+            return
         else:
             lengths = array.array("I")
             bodies = []
