@@ -74,6 +74,8 @@ def _load() -> dict[str, CommandSpec]:
 
 
 COMMANDS: dict[str, CommandSpec] = _load()
+# Worker commands only proxies send (coordinator steps); clients cannot name them.
+INTERNAL: dict[bytes, CommandSpec] = {}
 # The proxy looks names up as received; most clients send all-upper or all-lower case.
 BY_NAME: dict[bytes, CommandSpec] = {}
 for _spec in COMMANDS.values():
@@ -139,6 +141,17 @@ def worker_command(*names: str) -> Callable[[Callable], Callable]:
     def register(fn: Callable) -> Callable:
         for name in names:
             spec_for(name).worker_handler = fn
+        return fn
+    return register
+
+
+def internal_command(name: str, arity: int) -> Callable[[Callable], Callable]:
+    """Register a worker handler for a command the proxy's coordinator sends."""
+    def register(fn: Callable) -> Callable:
+        spec = CommandSpec(name=name, arity=arity, flags=frozenset(), group="internal",
+                           first_key=0, last_key=0, key_step=0, facts={}, worker_handler=fn)
+        INTERNAL[name.encode()] = spec
+        INTERNAL[name.upper().encode()] = spec
         return fn
     return register
 

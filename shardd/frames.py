@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import struct
 
-REQUEST = struct.Struct("<IQBBHII")   # batch id, client id, db, proto, flags, n_exec, n_runs
+REQUEST = struct.Struct("<IQBBHIII")  # batch id, client id, db, proto, flags, n_exec, n_runs, hold id
 REPLY = struct.Struct("<II")          # batch id, n_runs
 # The same headers behind the ring's u64 frame length, for building a frame in one join.
-FRAMED_REQUEST = struct.Struct("<QIQBBHII")
+FRAMED_REQUEST = struct.Struct("<QIQBBHIII")
 FRAMED_REPLY = struct.Struct("<QII")
 
 EXEC_ALL = 1        # execute every command of the RESP part
-CONTROL = 2         # a coordinator/control frame (the atomicity issue builds on it)
+# Control frames (on a worker's control ring, from the proxy holding the coordinator lock):
+HOLD = 2            # run these commands, then serve nothing but this hold until RELEASE
+IN_HOLD = 4         # run these commands within the hold named by the frame's hold id
+RELEASE = 8         # end the hold (after running the frame's commands, if any)
+NO_REPLY = 16       # the proxy expects no reply frame
+GUARD = 32          # EXEC on one worker: if a key the client WATCHes changed, run nothing and
+                    # answer every run with an empty body; either way the client's watches end

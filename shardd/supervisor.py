@@ -15,6 +15,7 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 import time
 import uuid
 
@@ -29,7 +30,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 class BindError(Exception):
-    pass
+    """The server cannot listen where it was told to; `lines` are every warning that led here."""
+
+    def __init__(self, message: str, lines: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.lines = lines or [message]
 
 
 def parse_cpulist(text: str) -> set[int]:
@@ -48,50 +53,131 @@ def parse_cpulist(text: str) -> set[int]:
     return cpus
 
 
-def bind_listeners(cfg) -> list[socket.socket]:
-    port = cfg.values["port"]
-    socks: list[socket.socket] = []
-    if port:
-        for addr in cfg.values["bind"]:
-            optional = addr.startswith("-")
-            host = addr[1:] if optional else addr
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            host = {"*": "0.0.0.0", "::*": "::"}.get(host, host)
-            try:
-                s = socket.socket(family, socket.SOCK_STREAM)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind((host, port))
-                s.listen(cfg.values.get("tcp-backlog", 511))
-                s.setblocking(False)
-                socks.append(s)
-            except OSError as exc:
-                s.close()
-                if optional or exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL) and host == "::":
-                    continue
-                for other in socks:
-                    other.close()
-                raise BindError(f"Warning: Could not create server TCP listening socket {addr}:{port}: bind: {exc.strerror}")
-    path = cfg.values.get("unixsocket")
-    if path:
+# Errors for which Valkey's listenToPort skips an address even when it is not optional:
+# the protocol or address family is not there (an IPv6 address on a host without IPv6).
+_UNSUPPORTED = {errno.ENOPROTOOPT, errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT, errno.EPFNOSUPPORT,
+                errno.EAFNOSUPPORT}
+
+
+class _NetError(OSError):
+    """anet's error text (`bind: Address already in use`) with the errno that caused it."""
+
+
+def _tcp_listener(host: str, port: int, backlog: int) -> socket.socket:
+    """anetTcpServer / anetTcp6Server: the first address `host` resolves to, bound and listening."""
+    six = ":" in host
+    family = socket.AF_INET6 if six else socket.AF_INET
+    name = None if host == "*" or (six and host == "::*") else host
+    try:
+        infos = socket.getaddrinfo(name, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise _NetError(None, exc.strerror) from None
+    last = 0
+    for fam, kind, proto, _, addr in infos:
         try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s = socket.socket(fam, kind, proto)
+        except OSError as exc:
+            last = exc.errno or 0
+            continue
+        step = "setsockopt"
+        try:
+            if fam == socket.AF_INET6:
+                step = "setsockopt IPV6_V6ONLY"
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            step = "setsockopt SO_REUSEADDR"
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            step = "bind"
+            s.bind(addr)
+            step = "listen"
+            s.listen(backlog)
+        except OSError as exc:
+            s.close()
+            raise _NetError(exc.errno, f"{step}: {exc.strerror}") from None
+        s.setblocking(False)
+        return s
+    raise _NetError(last, f"unable to bind socket, errno: {last}")
+
+
+def _unix_listener(path: str, perm: int, group: str, backlog: int) -> socket.socket:
+    """anetUnixServer: bind, chmod to `unixsocketperm`, chown to `unixsocketgroup`, listen."""
+    try:
+        os.unlink(path)                 # don't care if this fails
+    except OSError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         try:
             s.bind(path)
         except OSError as exc:
-            raise BindError(f"Failed opening Unix socket: bind: {exc.strerror}")
-        perm = cfg.values.get("unixsocketperm", 0)
+            raise _NetError(exc.errno, f"bind: {exc.strerror or exc}") from None
         if perm:
-            os.chmod(path, int(str(perm), 8) if isinstance(perm, str) else perm)
-        s.listen(cfg.values.get("tcp-backlog", 511))
-        s.setblocking(False)
-        socks.append(s)
+            os.chmod(path, perm)
+        if group:
+            import grp
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise _NetError(errno.ENOENT, f"getgrnam error for group '{group}': "
+                                              f"{os.strerror(errno.ENOENT)}") from None
+            try:
+                os.chown(path, -1, gid)
+            except OSError as exc:
+                raise _NetError(exc.errno, f"chown error for unix socket: {exc.strerror}") from None
+        try:
+            s.listen(backlog)
+        except OSError as exc:
+            raise _NetError(exc.errno, f"listen: {exc.strerror}") from None
+    except BaseException:
+        s.close()
+        raise
+    s.setblocking(False)
+    return s
+
+
+def bind_listeners(cfg) -> list[socket.socket]:
+    """Valkey's listenToPort + the unix socket listener.
+
+    Every `bind` address gets its own socket (`*` = 0.0.0.0, `::*` = ::). An address that
+    cannot be bound is logged; it is skipped when it is optional (`-` prefix) and not
+    available on this host (EADDRNOTAVAIL), or when its protocol/family is unsupported;
+    any other failure aborts the start (BindError). `port 0` listens on no TCP port.
+    """
+    values = cfg.values
+    port = values["port"]
+    backlog = values.get("tcp-backlog", 511)
+    socks: list[socket.socket] = []
+    lines: list[str] = []
+
+    def fail(message: str) -> BindError:
+        for s in socks:
+            s.close()
+        lines.append(message)
+        return BindError(message, lines)
+
+    if port:
+        for addr in values["bind"]:
+            optional = addr.startswith("-")
+            host = addr[1:] if optional else addr
+            try:
+                socks.append(_tcp_listener(host, port, backlog))
+            except _NetError as exc:
+                line = f"Warning: Could not create server TCP listening socket {host}:{port}: {exc.strerror}"
+                log.log("warning", line)
+                lines.append(line)
+                if optional and exc.errno in (errno.EADDRNOTAVAIL, None):
+                    continue
+                if exc.errno in _UNSUPPORTED:
+                    continue
+                raise fail(f"Failed listening on port {port} (tcp), aborting.")
+    path = values.get("unixsocket")
+    if path:
+        try:
+            socks.append(_unix_listener(path, values.get("unixsocketperm", 0) or 0,
+                                        values.get("unixsocketgroup", "") or "", backlog))
+        except OSError as exc:
+            raise fail(f"Failed opening Unix socket: {exc.strerror or exc}")
     if not socks:
-        raise BindError("Configured to not listen anywhere, exiting.")
+        raise fail("Configured to not listen anywhere, exiting.")
     return socks
 
 
@@ -154,6 +240,9 @@ class Supervisor:
 
     def start(self) -> None:
         self.listeners = bind_listeners(self.cfg)
+        # The coordinator's lock: each proxy opens it itself (flock is per open file).
+        fd, self.lock_path = tempfile.mkstemp(prefix="shardd-coordinator-", suffix=".lock")
+        os.close(fd)
         self.plumbing = Plumbing(self.n_proxies, self.n_workers)
         for w in range(self.n_workers):
             self.spawn_worker(w)
@@ -174,7 +263,7 @@ class Supervisor:
         def body() -> None:
             parent_end.close()
             from .proxy import server as proxy_server
-            info = dict(self.info, control=child_end, proxy_index=p,
+            info = dict(self.info, control=child_end, proxy_index=p, lock_path=self.lock_path,
                         proxy_stats=self.plumbing.proxy_stats, slot_ranges=self.ranges)
             proxy_server.run(p, self.n_proxies, self.plumbing.proxy_links(p),
                              self.plumbing.proxy_wakers[p], self.cfg, self.slotmap,
@@ -326,12 +415,12 @@ class Supervisor:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        path = self.cfg.values.get("unixsocket")
-        if path:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        for path in (self.cfg.values.get("unixsocket"), getattr(self, "lock_path", None)):
+            if path:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         log.log("warning", "shardd is now ready to exit, bye bye...")
         return 0
 
@@ -362,6 +451,268 @@ def recv_messages(sock: socket.socket) -> list[dict]:
     return out
 
 
+# -- running in production: supervision, daemonizing, the pid file -----------------------------
+
+DEFAULT_PIDFILE = "/var/run/valkey.pid"   # Valkey's CONFIG_DEFAULT_PID_FILE
+_CHILD_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "UPSTART_JOB")
+
+
+def sd_notify(state: str) -> int:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET (a path, or an abstract
+    socket when it starts with '@'). 1 when sent, 0 when there is no socket, -errno on error."""
+    where = os.environ.get("NOTIFY_SOCKET", "")
+    if not where:
+        return 0
+    if where[0] == "@":
+        addr = b"\0" + os.fsencode(where[1:])
+    elif where[0] == "/":
+        addr = os.fsencode(where)
+    else:
+        return -errno.EAFNOSUPPORT
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(state.encode(), addr)
+    except OSError as exc:
+        return -(exc.errno or errno.EIO)
+    return 1
+
+
+def communicate_systemd(state: str) -> int:
+    """serverCommunicateSystemd: sd_notify, logging what went wrong."""
+    ret = sd_notify(state)
+    if ret == 0:
+        log.log("warning", "systemd supervision error: NOTIFY_SOCKET not found!")
+    elif ret < 0:
+        log.log("warning", f"systemd supervision error: sd_notify: {ret}")
+    return ret
+
+
+def detect_supervision(mode: str) -> str:
+    """serverIsSupervised: resolve `supervised` (auto = upstart when UPSTART_JOB is set,
+    systemd when NOTIFY_SOCKET is) to "upstart", "systemd" or "no"."""
+    if mode == "auto":
+        if os.environ.get("UPSTART_JOB"):
+            log.log("verbose", "Upstart supervision detected.")
+            mode = "upstart"
+        elif os.environ.get("NOTIFY_SOCKET"):
+            log.log("verbose", "Systemd supervision detected.")
+            mode = "systemd"
+    if mode == "upstart":
+        if not os.environ.get("UPSTART_JOB"):
+            log.log("warning", "upstart supervision requested, but UPSTART_JOB not found!")
+            return "no"
+        log.log("notice", "supervised by upstart, will stop to signal readiness.")
+        return "upstart"
+    if mode == "systemd":
+        if communicate_systemd("STATUS=shardd is loading...\n") <= 0:
+            return "no"
+        log.log("notice", "Supervised by systemd. Please make sure you set appropriate values for "
+                          "TimeoutStartSec and TimeoutStopSec in your service unit.")
+        return "systemd"
+    return "no"
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None when the service has no
+    watchdog or it is meant for another process (WATCHDOG_PID)."""
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0"))
+        pid = int(os.environ.get("WATCHDOG_PID", "0") or 0)
+    except ValueError:
+        return None
+    if usec <= 0 or (pid and pid != os.getpid()):
+        return None
+    return usec / 2 / 1e6
+
+
+def daemonize() -> tuple[bool, int]:
+    """Double fork into a new session with stdio on /dev/null.
+
+    In the daemon returns (True, fd): the write end of a pipe on which the daemon reports "R"
+    once it answers, or "E<why>" when it could not start. In the calling process returns
+    (False, exit code) once the daemon reported, or exited without reporting: 0 only when the
+    server is up and listening."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    rfd, wfd = os.pipe()
+    first = os.fork()
+    if first:
+        os.close(wfd)
+        return False, _await_daemon(rfd, first)
+    os.close(rfd)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    return True, wfd
+
+
+def _await_daemon(rfd: int, first: int) -> int:
+    os.waitpid(first, 0)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(rfd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    os.close(rfd)
+    if data.startswith(b"R"):
+        return 0
+    why = data[1:].decode(errors="replace").strip() if data.startswith(b"E") else \
+        "the server exited before it was ready to accept connections"
+    sys.stderr.write(f"{why}\n")
+    sys.stderr.flush()
+    return 1
+
+
+def write_pidfile(path: str) -> bool:
+    """createPidFile: best effort, the pid and a newline."""
+    try:
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.log("warning", f"Failed to write PID file: {exc.strerror}")
+        return False
+    return True
+
+
+def check_tcp_backlog(backlog: int) -> None:
+    """checkTcpBacklogSettings."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            somaxconn = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if 0 < somaxconn < backlog:
+        log.log("warning", f"WARNING: The TCP backlog setting of {backlog} cannot be enforced because "
+                           f"/proc/sys/net/core/somaxconn is set to the lower value of {somaxconn}.")
+
+
+def _resp_command(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+class ReadyProbe:
+    """Readiness confirmed from the outside, as a client sees it: connect to our own listening
+    socket and ask DBSIZE (after AUTH when requirepass is set). Every worker has to answer a
+    DBSIZE, so an integer reply means the proxy accepted the connection and all workers run.
+    Any other reply (a renamed DBSIZE, an ACL refusal) still shows the port answers. Retries
+    until it gets its replies; runs inside the supervisor's selector, never blocking it."""
+
+    ATTEMPT = 5.0     # seconds one connection may take to answer
+    RETRY = 0.05
+
+    def __init__(self, sel: selectors.BaseSelector, listeners: list[socket.socket], password: str) -> None:
+        self.sel = sel
+        self.target = self._target(listeners)
+        cmds = ([_resp_command(b"AUTH", password.encode())] if password else []) + [_resp_command(b"DBSIZE")]
+        self.payload = b"".join(cmds)
+        self.expect = len(cmds)
+        self.sock: socket.socket | None = None
+        self.out = b""
+        self.replies: list = []
+        self.reader = None
+        self.next_try = 0.0
+        self.deadline = 0.0
+        self.done = False
+        self.answer = None
+        self.attempts = 0
+
+    @staticmethod
+    def _target(listeners: list[socket.socket]):
+        for s in listeners:
+            if s.family in (socket.AF_INET, socket.AF_INET6):
+                host, port = s.getsockname()[:2]
+                host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+                return s.family, (host, port)
+        s = listeners[0]
+        return s.family, s.getsockname()
+
+    def describe(self) -> str:
+        family, addr = self.target
+        return addr if family == socket.AF_UNIX else f"{addr[0]}:{addr[1]}"
+
+    def wait_time(self, now: float) -> float:
+        return max(0.0, (self.next_try if self.sock is None else self.deadline) - now)
+
+    def tick(self, now: float) -> None:
+        if self.done:
+            return
+        if self.sock is None:
+            if now >= self.next_try:
+                self._connect(now)
+        elif now >= self.deadline:
+            self._retry(now)
+
+    def _connect(self, now: float) -> None:
+        import hiredis
+        self.attempts += 1
+        family, addr = self.target
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setblocking(False)
+        err = s.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            s.close()
+            self.next_try = now + self.RETRY
+            return
+        self.sock, self.out, self.replies = s, self.payload, []
+        self.reader = hiredis.Reader()
+        self.deadline = now + self.ATTEMPT
+        self.sel.register(s, selectors.EVENT_WRITE, ("probe", None))
+
+    def on_event(self) -> None:
+        s = self.sock
+        if s is None:
+            return
+        now = time.monotonic()
+        try:
+            if self.out:
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                self.out = self.out[s.send(self.out):]
+                if not self.out:
+                    self.sel.modify(s, selectors.EVENT_READ, ("probe", None))
+                return
+            data = s.recv(4096)
+            if not data:
+                raise ConnectionResetError
+            self.reader.feed(data)
+            reply = self.reader.gets()
+            while reply is not False:
+                self.replies.append(reply)
+                reply = self.reader.gets()
+        except BlockingIOError:
+            return
+        except Exception:  # refused, reset, a protocol error: try again
+            self._retry(now)
+            return
+        if len(self.replies) >= self.expect:
+            self.answer = self.replies[-1]
+            self.done = True
+            self.close()
+
+    def _retry(self, now: float) -> None:
+        self.close()
+        self.next_try = now + self.RETRY
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sel.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+            self.sock.close()
+            self.sock = None
+
+
 def run(cfg) -> int:
     log.configure("M", cfg.values.get("loglevel", "notice"), cfg.values.get("logfile", ""))
     try:
@@ -370,7 +721,7 @@ def run(cfg) -> int:
         log.log("warning", f"Can't chdir to '{cfg.values['dir']}': {exc.strerror}")
         return 1
     # Import every command family before forking so all processes share one table.
-    from .worker import t_string, t_keys, server_cmds  # noqa: F401
+    from .worker import coordination, server_cmds, t_keys, t_string  # noqa: F401
     from .proxy import handlers  # noqa: F401
     sup = Supervisor(cfg)
     return sup.run()

@@ -115,6 +115,8 @@ def reset(conn, argv: list[bytes]) -> bytes:
     conn.flags.discard("no-evict")
     conn.flags.discard("no-touch")
     conn.authenticated = not conn.proxy.config.values.get("requirepass")
+    from .transactions import end_transaction
+    end_transaction(conn)
     return resp.status(b"RESET")
 
 

@@ -1,15 +1,17 @@
 """Commands whose keys span workers, and commands every worker answers.
 
-Each splits into per-worker sub-commands and merges the sub-replies in argument order.
-Until the coordinator (atomicity issue) lands, a command spanning workers is not atomic.
+Each is planned as per-worker sub-commands and a merge of their replies in argument order
+(`Parts`), or, when it needs several rounds (MSETNX, RENAME across workers …), as steps run
+under one hold. A plan on one worker is one frame; a plan on several runs under the
+coordinator, so it is atomic. MULTI/EXEC plans its queued commands the same way.
 """
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Awaitable, Callable, NamedTuple
 
 from .. import errors, resp
-from ..commands import ALL, MULTI, cross_shard_command, proxy_command
+from ..commands import ALL, MULTI, COMMANDS, cross_shard_command, proxy_command, spec_for
 from ..slots import keyslot
 from .replies import decode, decode_or_raise
 
@@ -46,8 +48,65 @@ def all_ok(parts: list[bytes]) -> bytes:
     return resp.OK
 
 
-@proxy_command("mget", route=MULTI)
-def mget(conn, argv: list[bytes]) -> None:
+
+
+class Parts(NamedTuple):
+    """One round: sub-commands (worker, argv, slot) and how their replies make the reply."""
+    parts: list[tuple[int, list[bytes], int]]
+    merge: Callable[[list[bytes]], bytes]
+
+
+# Several rounds under one hold: an async function of the Hold giving the reply.
+Steps = Callable[["Hold"], Awaitable[bytes]]
+Plan = Parts | Steps | bytes
+PLANNERS: dict[str, Callable[..., Plan]] = {}
+
+
+def run_plan(conn, plan: Plan, atomic: bool = True) -> bytes | None:
+    """Carry out a plan in this place of the client's replies."""
+    if isinstance(plan, bytes):
+        return plan
+    if isinstance(plan, Parts):
+        if not atomic or len({w for w, _, _ in plan.parts}) == 1:
+            conn.fanout(plan.parts, plan.merge)
+            return None
+
+        parts, merge = plan
+
+        async def steps(hold) -> bytes:
+            return merge(await hold.run(parts))
+        plan = steps
+    conn.coordinate(plan)
+    return None
+
+
+def planned(*names: str, route: str = MULTI, cross_shard: bool = False):
+    """Register a planner; the command runs its plan (cross_shard: only when a single-route
+    command's keys turn out to span workers)."""
+    def register(planner: Callable[..., Plan]) -> Callable[..., Plan]:
+        def handler(conn, argv: list[bytes]) -> bytes | None:
+            return run_plan(conn, planner(conn, argv))
+        for name in names:
+            PLANNERS[name] = planner
+            if cross_shard:
+                cross_shard_command(name)(handler)
+            else:
+                proxy_command(name, route=route)(handler)
+        return planner
+    return register
+
+
+def first_reply(replies: list[bytes]) -> bytes:
+    return replies[0]
+
+
+def shard_of(conn, key: bytes) -> tuple[int, int]:
+    slot = keyslot(key)
+    return conn.proxy.slotmap[slot], slot
+
+
+@planned("mget")
+def mget(conn, argv: list[bytes]) -> Parts:
     parts, positions = split(conn, argv)
     n = len(argv) - 1
     proto = conn.proto
@@ -58,7 +117,7 @@ def mget(conn, argv: list[bytes]) -> None:
             for p, v in zip(poss, decode_or_raise(reply)):
                 values[p] = v
         return resp.bulk_array(values, proto)
-    conn.fanout(parts, merge)
+    return Parts(parts, merge)
 
 
 def split_pairs(conn, argv: list[bytes]) -> list[tuple[int, list[bytes], int]]:
@@ -68,87 +127,104 @@ def split_pairs(conn, argv: list[bytes]) -> list[tuple[int, list[bytes], int]]:
     return split(conn, argv, 2)[0]
 
 
-@proxy_command("mset", route=MULTI)
-def mset(conn, argv: list[bytes]) -> None:
-    conn.fanout(split_pairs(conn, argv), all_ok)
+@planned("mset")
+def mset(conn, argv: list[bytes]) -> Parts:
+    return Parts(split_pairs(conn, argv), all_ok)
 
 
-@proxy_command("msetnx", route=MULTI)
-def msetnx(conn, argv: list[bytes]) -> None:
+@planned("msetnx")
+def msetnx(conn, argv: list[bytes]) -> Plan:
     parts = split_pairs(conn, argv)
     if len(parts) == 1:
-        conn.fanout(parts, lambda replies: replies[0])
-        return None
-    # Across workers: refuse if any key exists, then set them all.
+        return Parts(parts, first_reply)
     exists_parts = [(w, [b"EXISTS"] + sub[1::2], slot) for w, sub, slot in parts]
     set_parts = [(w, [b"MSET"] + sub[1:], slot) for w, sub, slot in parts]
 
-    def after_exists(replies: list[bytes]) -> bytes | None:
-        if sum(decode_or_raise(r) for r in replies):
+    async def steps(hold) -> bytes:
+        if sum(decode_or_raise(r) for r in await hold.run(exists_parts)):
             return resp.ZERO
-        return conn.followup(set_parts, lambda rs: all_ok(rs) and resp.ONE)
-    conn.fanout(exists_parts, after_exists)
+        all_ok(await hold.run(set_parts))
+        return resp.ONE
+    return steps
 
 
-@proxy_command("del", "exists", "unlink", "touch", route=MULTI)
-def count_keys(conn, argv: list[bytes]) -> None:
-    parts, _ = split(conn, argv)
-    conn.fanout(parts, sum_integers)
+@planned("del", "exists", "unlink", "touch")
+def count_keys(conn, argv: list[bytes]) -> Parts:
+    return Parts(split(conn, argv)[0], sum_integers)
+
+
+def every_worker(conn, argv: list[bytes]) -> list[tuple[int, list[bytes], int]]:
+    return [(w, argv, lo) for w, (lo, _) in enumerate(conn.proxy.info["slot_ranges"])]
 
 
 def to_all(conn, argv: list[bytes], merge: Callable[[list[bytes]], bytes]) -> None:
-    ranges = conn.proxy.info.get("slot_ranges")
-    parts = [(w, argv, lo) for w, (lo, _) in enumerate(ranges)]
-    conn.fanout(parts, merge)
+    """Every worker answers, with no hold (INFO, CONFIG: no data to keep consistent)."""
+    run_plan(conn, Parts(every_worker(conn, argv), merge), atomic=False)
 
 
-@proxy_command("dbsize", route=ALL)
-def dbsize(conn, argv: list[bytes]) -> None:
-    to_all(conn, argv, sum_integers)
+@planned("dbsize", route=ALL)
+def dbsize(conn, argv: list[bytes]) -> Parts:
+    return Parts(every_worker(conn, argv), sum_integers)
 
 
-@proxy_command("flushdb", "flushall", route=ALL)
-def flush(conn, argv: list[bytes]) -> None:
-    to_all(conn, argv, all_ok)
+@planned("flushdb", "flushall", route=ALL)
+def flush(conn, argv: list[bytes]) -> Parts:
+    return Parts(every_worker(conn, argv), all_ok)
 
 
-@proxy_command("keys", route=ALL)
-def keys(conn, argv: list[bytes]) -> None:
+@planned("keys", route=ALL)
+def keys(conn, argv: list[bytes]) -> Parts:
     def merge(replies: list[bytes]) -> bytes:
         found: list[bytes] = []
         for r in replies:
             found.extend(decode_or_raise(r))
         return resp.bulk_array(found, 2)
-    to_all(conn, argv, merge)
+    return Parts(every_worker(conn, argv), merge)
 
 
-@proxy_command("randomkey", route=ALL)
-def randomkey(conn, argv: list[bytes]) -> None:
+@planned("randomkey", route=ALL)
+def randomkey(conn, argv: list[bytes]) -> Parts:
     proto = conn.proto
 
     def merge(replies: list[bytes]) -> bytes:
         found = [k for k in (decode_or_raise(r) for r in replies) if k is not None]
         return resp.bulk(random.choice(found)) if found else resp.null(proto)
-    to_all(conn, argv, merge)
+    return Parts(every_worker(conn, argv), merge)
 
 
-@proxy_command("scan", route=ALL)
-def scan(conn, argv: list[bytes]) -> bytes | None:
+@planned("scan", route=ALL)
+def scan(conn, argv: list[bytes]) -> Plan:
     """SCAN's cursor is the next hash slot to visit: it goes to the worker owning it."""
     from ..worker.t_keys import parse_cursor
     cursor = parse_cursor(argv[1])
     if cursor >= 16384:
         return resp.array([resp.bulk(b"0"), resp.EMPTY_ARRAY])
-    conn.fanout([(conn.proxy.slotmap[cursor], argv, cursor)], lambda replies: replies[0])
-    return None
+    return Parts([(conn.proxy.slotmap[cursor], argv, cursor)], first_reply)
 
 
-@cross_shard_command("lcs")
-def lcs_across(conn, argv: list[bytes]) -> None:
+@planned("swapdb", route=ALL)
+def swapdb(conn, argv: list[bytes]) -> Plan:
+    databases = conn.proxy.config.values["databases"]
+    indexes = []
+    for value, message in ((argv[1], errors.INVALID_FIRST_DB), (argv[2], errors.INVALID_SECOND_DB)):
+        try:
+            index = int(value)
+        except ValueError:
+            raise errors.CommandError(message)
+        if not 0 <= index < databases:
+            raise errors.CommandError(errors.DB_INDEX)
+        indexes.append(str(index).encode())
+    return Parts(every_worker(conn, [b"__swapdb", *indexes]), all_ok)
+
+
+# -- single-route commands whose keys turn out to span workers ------------------------------
+
+@planned("lcs", cross_shard=True)
+def lcs_across(conn, argv: list[bytes]) -> Parts:
     """LCS of keys on two workers: fetch both values, compute here."""
     from ..worker.t_string import lcs_reply
-    slotmap = conn.proxy.slotmap
-    parts = [(slotmap[keyslot(k)], [b"GET", k], keyslot(k)) for k in argv[1:3]]
+    parts = [(*shard_of(conn, k), [b"GET", k]) for k in argv[1:3]]
+    parts = [(w, cmd, slot) for w, slot, cmd in parts]
     limit = conn.proxy.config.values["proto-max-bulk-len"]
     proto = conn.proto
 
@@ -162,4 +238,50 @@ def lcs_across(conn, argv: list[bytes]) -> None:
                     raise errors.CommandError(errors.LCS_NOT_STRINGS)
                 raise
         return lcs_reply(values[0], values[1], argv, limit, proto)
-    conn.fanout(parts, merge)
+    return Parts(parts, merge)
+
+
+async def dump(hold, worker: int, key: bytes, slot: int) -> bytes | None:
+    """The serialized value and TTL of key (None when it does not exist)."""
+    (dumped,) = await hold.run([(worker, [b"__dump", key], slot)])
+    return decode_or_raise(dumped)
+
+
+@planned("rename", "renamenx", cross_shard=True)
+def rename_across(conn, argv: list[bytes]) -> Steps:
+    nx = argv[0].lower() == b"renamenx"
+    src, dst = argv[1], argv[2]
+    (ws, ss), (wd, sd) = shard_of(conn, src), shard_of(conn, dst)
+
+    async def steps(hold) -> bytes:
+        if nx:
+            src_exists, dst_exists = await hold.run([(ws, [b"EXISTS", src], ss), (wd, [b"EXISTS", dst], sd)])
+            if decode_or_raise(src_exists) and decode_or_raise(dst_exists):
+                return resp.ZERO
+        payload = await dump(hold, ws, src, ss)
+        if payload is None:
+            raise errors.CommandError(errors.NO_SUCH_KEY)
+        for r in await hold.run([(wd, [b"__restore", dst, payload], sd), (ws, [b"DEL", src], ss)]):
+            decode_or_raise(r)
+        return resp.ONE if nx else resp.OK
+    return steps
+
+
+@planned("copy", cross_shard=True)
+def copy_across(conn, argv: list[bytes]) -> Steps:
+    from ..worker.t_keys import copy_options
+    src, dst = argv[1], argv[2]
+    target, replace = copy_options(argv, conn.db, conn.proxy.config.values["databases"])
+    (ws, ss), (wd, sd) = shard_of(conn, src), shard_of(conn, dst)
+
+    async def steps(hold) -> bytes:
+        payload = await dump(hold, ws, src, ss)
+        if payload is None:
+            return resp.ZERO
+        if not replace:
+            (exists,) = await hold.run([(wd, [b"EXISTS", dst], sd)], db=target)
+            if decode_or_raise(exists):
+                return resp.ZERO
+        decode_or_raise((await hold.run([(wd, [b"__restore", dst, payload], sd)], db=target))[0])
+        return resp.ONE
+    return steps

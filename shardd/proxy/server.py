@@ -24,6 +24,7 @@ from ..commands import LOCAL, SINGLE, CommandSpec
 from ..frames import EXEC_ALL, FRAMED_REQUEST, REPLY, REQUEST
 from ..ring import FrameReader, FrameWriter, Waker
 from ..slots import keyslot
+from . import transactions
 from .request_parser import RequestParser
 
 
@@ -109,9 +110,11 @@ class Followup:
 
 class FrameBuilder:
     """The commands of one client read event bound for one worker."""
-    __slots__ = ("indices", "slots", "runs", "targets", "extras", "n_raw")
+    __slots__ = ("indices", "slots", "runs", "targets", "extras", "n_raw", "flags", "hold")
 
-    def __init__(self, n_raw: int) -> None:
+    def __init__(self, n_raw: int, flags: int = 0, hold: int = 0) -> None:
+        self.flags = flags
+        self.hold = hold
         self.indices: list[int] = []
         self.slots: list[int] = []
         self.runs: list[int] = []
@@ -139,7 +142,8 @@ class FrameBuilder:
             parts = [runs, array.array("I", self.indices).tobytes(), slots, raw, *self.extras]
             flags = 0
         size = REQUEST.size + sum(map(len, parts))
-        return b"".join((FRAMED_REQUEST.pack(size, bid, client_id, db, proto, flags, n, len(self.runs)), *parts))
+        return b"".join((FRAMED_REQUEST.pack(size, bid, client_id, db, proto, flags | self.flags, n,
+                                             len(self.runs), self.hold), *parts))
 
 
 @dataclass
@@ -315,9 +319,12 @@ class Proxy:
         self.next_bid = bid + 1 if bid < 0xFFFFFFF0 else 1
         return bid
 
-    def send_frame(self, worker: int, bid: int, payload: bytes, conn: "Client", targets: list) -> None:
-        self.pending[bid] = (conn, targets, worker)
-        self.links[worker].requests.send_framed(payload)
+    def send_frame(self, worker: int, bid: int, payload: bytes, conn: "Client | None", targets: list | None,
+                   control: bool = False) -> None:
+        link = self.links[worker]
+        if targets is not None:
+            self.pending[bid] = (conn, targets, worker)
+        (link.control if control else link.requests).send_framed(payload)
         # Wake-ups wait for the end of this loop turn: one eventfd write per worker per turn
         # however many clients sent it frames meanwhile.
         self.to_wake[worker] = True
@@ -378,6 +385,8 @@ class Proxy:
                 self.resync(w, link)
             if link.requests.pending and link.requests.flush():
                 link.worker_waker.wake_if_sleeping(force=True)
+            if link.control.pending and link.control.flush():
+                link.worker_waker.wake_if_sleeping(force=True)
             reader = link.replies
             frame = reader.next()
             while frame is not None:
@@ -435,6 +444,13 @@ class Client(asyncio.Protocol):
         self.raw: bytes | None = None
         self.n_raw = 0
         self.last_worker = -1
+        # While a cross-shard operation of this client runs, its later commands wait here.
+        self.paused = False
+        self.deferred: list[list[bytes]] = []
+        self.turn: tuple[Entry, asyncio.Future] | None = None
+        self.multi: list[list[bytes]] | None = None   # queued commands between MULTI and EXEC
+        self.multi_error = False
+        self.watching: set[int] = set()                # workers holding this client's WATCHes
 
     # -- asyncio ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -467,6 +483,11 @@ class Client(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.proxy.clients.pop(self.id, None)
+        if self.watching:
+            transactions.unwatch_quietly(self)
+        if self.turn is not None:
+            self.turn[1].set_result(None)
+            self.turn = None
 
     def data_received(self, data: bytes) -> None:
         self.last_interaction = time.time()
@@ -506,7 +527,7 @@ class Client(asyncio.Protocol):
             raw = data if not self.carry else None
             self.carry = []
             self.carried = 0
-        if cmds and (raw is None or not self.authenticated or not self.dispatch_direct(cmds, raw)):
+        if cmds and (raw is None or not self.authenticated or self.paused or not self.dispatch_direct(cmds, raw)):
             self.dispatch(cmds, raw)
 
     def dispatch_direct(self, cmds: list[list[bytes]], raw: bytes) -> bool:
@@ -541,7 +562,7 @@ class Client(asyncio.Protocol):
         bid = proxy.take_batch_id()
         slot_bytes = array.array("H", slots).tobytes()
         frame = b"".join((FRAMED_REQUEST.pack(REQUEST.size + 4 + len(slot_bytes) + len(raw), bid, self.id,
-                                              self.db, self.proto, EXEC_ALL, n, 1),
+                                              self.db, self.proto, EXEC_ALL, n, 1, 0),
                           n.to_bytes(4, "little"), slot_bytes, raw))
         proxy.send_frame(worker, bid, frame, self, [entry])
         return True
@@ -590,6 +611,9 @@ class Client(asyncio.Protocol):
 
     # -- dispatch --------------------------------------------------------------------------
     def dispatch(self, cmds: list[list[bytes]], raw: bytes | None) -> None:
+        if self.paused:
+            self.deferred.extend(cmds)
+            return
         proxy = self.proxy
         names = proxy.names
         slotmap = proxy.slotmap
@@ -603,11 +627,11 @@ class Client(asyncio.Protocol):
             if spec is None:
                 spec = proxy.lookup(argv[0])
                 if spec is None:
-                    self.reply_local(resp.error(errors.unknown_command(argv[0], argv[1:])))
+                    self.reject(errors.unknown_command(argv[0], argv[1:]))
                     continue
             a = spec.arity
             if (len(argv) != a) if a > 0 else (len(argv) < -a):
-                self.reply_local(resp.error(errors.wrong_arity(spec.display_name)))
+                self.reject(errors.wrong_arity(spec.display_name))
                 continue
             if spec.subcommands and spec.proxy_handler is None:
                 spec = self.subcommand(spec, argv)
@@ -615,6 +639,9 @@ class Client(asyncio.Protocol):
                     continue
             if not self.authenticated and "no_auth" not in spec.flags:
                 self.reply_local(resp.error(errors.NOAUTH))
+                continue
+            if self.multi is not None and spec.name not in transactions.IMMEDIATE:
+                self.reply_local(transactions.queue(self, spec, argv))
                 continue
             if spec.route is SINGLE:
                 if spec.worker_handler is None and not spec.subcommands:
@@ -660,17 +687,26 @@ class Client(asyncio.Protocol):
                     self.reply_local(reply)
                 if self.closing:
                     break
+                if self.paused:
+                    self.deferred.extend(cmds[i + 1:])
+                    break
         if builders:
             self.send_frames()
             self.last_argv = cmds[-1]
         self.flush_out()
 
+    def reject(self, message: str) -> None:
+        """An error before the command ran; inside MULTI it dooms the transaction (EXECABORT)."""
+        if self.multi is not None:
+            self.multi_error = True
+        self.reply_local(resp.error(message))
+
     def subcommand(self, spec: CommandSpec, argv: list[bytes]) -> CommandSpec | None:
         sub = spec.subcommands.get(argv[1].decode("utf-8", "replace").lower())
         if sub is None:
-            self.reply_local(resp.error(errors.unknown_subcommand(argv[1], spec.name)))
+            self.reject(errors.unknown_subcommand(argv[1], spec.name))
         elif not sub.arity_ok(len(argv)):
-            self.reply_local(resp.error(errors.wrong_arity(sub.name)))
+            self.reject(errors.wrong_arity(sub.name))
             sub = None
         return sub
 
@@ -704,11 +740,17 @@ class Client(asyncio.Protocol):
         self.builders.clear()
         self.last_worker = -1
 
-    def fanout(self, parts: list[tuple[int, list[bytes], int]], merge: Callable[[list[bytes]], bytes]) -> None:
+    def fanout(self, parts: list[tuple[int, list[bytes], int]], merge: Callable[[list[bytes]], bytes],
+               flags: int = 0) -> None:
         """Send sub-commands (worker, argv, slot) and merge their replies in this place."""
         entry = Entry()
         self.out.append(entry)
-        self.add_parts(self.builders, self.n_raw, entry, parts, merge)
+        if flags:   # frame flags apply to the whole frame: these parts get frames of their own
+            self.send_frames()
+            self.add_parts(self.builders, 0, entry, parts, merge, flags)
+            self.send_frames()
+        else:
+            self.add_parts(self.builders, self.n_raw, entry, parts, merge)
         self.last_worker = -1
 
     def followup(self, parts: list[tuple[int, list[bytes], int]], merge: Callable) -> Followup:
@@ -723,15 +765,46 @@ class Client(asyncio.Protocol):
             self.proxy.send_frame(w, bid, b.build(None, bid, self.id, self.db, self.proto), self, b.targets)
 
     @staticmethod
-    def add_parts(builders: dict, n_raw: int, entry: Entry, parts: list, merge: Callable) -> None:
+    def add_parts(builders: dict, n_raw: int, entry: Entry, parts: list, merge: Callable, flags: int = 0) -> None:
         gather = Gather(entry, len(parts), merge)
         for i, (w, argv, slot) in enumerate(parts):
             b = builders.get(w)
             if b is None:
-                b = builders[w] = FrameBuilder(n_raw)
+                b = builders[w] = FrameBuilder(n_raw, flags)
             b.add_extra(argv, slot)
             b.runs.append(1)
             b.targets.append(gather.part(i))
+
+    def coordinate(self, plan) -> None:
+        """Run a cross-shard plan under the coordinator in this place of the replies. It starts
+        once this client's earlier commands have answered; its later ones wait for it."""
+        entry = Entry()
+        self.out.append(entry)
+        self.last_worker = -1
+        self.send_frames()
+        self.paused = True
+        self.proxy.loop.create_task(self.coordinated(entry, plan))
+
+    async def coordinated(self, entry: Entry, plan) -> None:
+        try:
+            await self.until_first(entry)
+            entry.data = await self.proxy.coordinator.run(self, plan)
+        except Exception as exc:  # a bug answers this client, it does not wedge it
+            log.log("warning", f"internal error in a cross-shard operation: {exc!r}")
+            entry.data = resp.error(f"ERR internal error: {exc.__class__.__name__}")
+        self.paused = False
+        deferred, self.deferred = self.deferred, []
+        self.flush_out()
+        if deferred and not self.closed:
+            self.dispatch(deferred, None)
+
+    async def until_first(self, entry: Entry) -> None:
+        """Wait until every reply before `entry` has gone out."""
+        if not self.out or self.out[0] is entry or self.closed:
+            return
+        future = self.proxy.loop.create_future()
+        self.turn = (entry, future)
+        await future
 
     def state_changed(self) -> None:
         """db or protocol changes: commands after this one go in new frames."""
@@ -762,6 +835,10 @@ class Client(asyncio.Protocol):
         if not self.closed:
             self.proxy.stats["total_net_output_bytes"] += len(data)
             self.transport.write(data)
+        turn = self.turn
+        if turn is not None and (not out or out[0] is turn[0]):
+            self.turn = None
+            turn[1].set_result(None)
         if self.closing and not out and self.transport is not None:
             self.transport.close()
 
@@ -781,6 +858,8 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
     asyncio.set_event_loop(loop)
     proxy = Proxy(index, n_proxies, links, waker, config, slotmap, server_info)
     proxy.loop = loop
+    from .coordinator import Coordinator
+    proxy.coordinator = Coordinator(proxy, server_info["lock_path"])
     from . import handlers  # noqa: F401  (registers the proxy's commands)
     commands.finish_table()
     server_info["proxy"] = proxy

@@ -13,7 +13,7 @@ class Ctx:
     raise `shardd.errors.CommandError` for error replies.
     """
 
-    __slots__ = ("db", "dbs", "proto", "slot", "client_id", "config", "shard", "stats")
+    __slots__ = ("db", "dbs", "proto", "slot", "client_id", "config", "shard", "stats", "watching")
 
     def __init__(self, dbs: list[Db], config: dict[str, Any], shard: int = 0) -> None:
         self.dbs = dbs
@@ -24,3 +24,4 @@ class Ctx:
         self.config = config      # typed config values by name, e.g. config["proto-max-bulk-len"]
         self.shard = shard
         self.stats: dict[str, int] = {}
+        self.watching: dict[int, list[tuple[Db, bytes]]] = {}   # client id → its WATCHed keys here

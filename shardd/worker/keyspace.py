@@ -20,10 +20,13 @@ def refresh_clock() -> int:
 
 
 class Db:
-    __slots__ = ("index", "data", "expires", "size", "volatile", "hits", "misses", "expired")
+    __slots__ = ("index", "data", "expires", "size", "volatile", "hits", "misses", "expired",
+                 "watched", "dirty")
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, dirty: set[int] | None = None) -> None:
         self.index = index
+        self.watched: dict[bytes, set[int]] = {}   # key → ids of the clients WATCHing it
+        self.dirty = dirty if dirty is not None else set()
         self.data: dict[int, dict[bytes, Any]] = {}
         self.expires: dict[int, dict[bytes, int]] = {}
         self.size = 0
@@ -75,6 +78,8 @@ class Db:
         elif self.volatile:
             self._drop_expire(key, slot)
         d[key] = value
+        if self.watched:
+            self.touch(key)
 
     def replace(self, key: bytes, slot: int, value: Any) -> None:
         """Set key to value keeping its TTL (APPEND, INCR, SETRANGE, SET KEEPTTL)."""
@@ -84,6 +89,8 @@ class Db:
         if key not in d:
             self.size += 1
         d[key] = value
+        if self.watched:
+            self.touch(key)
 
     def delete(self, key: bytes, slot: int) -> bool:
         d = self.data.get(slot)
@@ -95,6 +102,8 @@ class Db:
         self.size -= 1
         if self.volatile:
             self._drop_expire(key, slot)
+        if self.watched:
+            self.touch(key)
         return True
 
     def set_expire(self, key: bytes, slot: int, when_ms: int) -> None:
@@ -104,11 +113,30 @@ class Db:
         if key not in e:
             self.volatile += 1
         e[key] = when_ms
+        if self.watched:
+            self.touch(key)
 
     def persist(self, key: bytes, slot: int) -> bool:
-        return self._drop_expire(key, slot)
+        removed = self._drop_expire(key, slot)
+        if removed and self.watched:
+            self.touch(key)
+        return removed
+
+    def touch(self, key: bytes) -> None:
+        """A write to key: the clients WATCHing it will see their EXEC fail (signalModifiedKey)."""
+        clients = self.watched.get(key)
+        if clients:
+            self.dirty.update(clients)
+
+    def touch_all(self) -> None:
+        """FLUSHDB/FLUSHALL/SWAPDB: every WATCH on this db fires (a watched key that did not
+        exist fires too, as the db it would be read from changed)."""
+        for clients in self.watched.values():
+            self.dirty.update(clients)
 
     def flush(self) -> int:
+        if self.watched:
+            self.touch_all()
         removed = self.size
         self.data = {}
         self.expires = {}

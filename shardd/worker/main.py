@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import hiredis
 
 from .. import commands, errors, resp
-from ..frames import EXEC_ALL, FRAMED_REPLY, REPLY, REQUEST
+from ..frames import EXEC_ALL, FRAMED_REPLY, GUARD, HOLD, IN_HOLD, NO_REPLY, RELEASE, REPLY, REQUEST
+from .coordination import forget_watches, watch_fired
 from ..ring import FrameReader, FrameWriter, Waker
 from . import keyspace
 from .context import Ctx
@@ -21,6 +22,10 @@ from .expire import ActiveExpire
 from .keyspace import Db
 
 FRAMES_PER_TURN = 64    # per proxy per loop turn, so one busy proxy cannot starve the others
+# A hold whose coordinator goes quiet this long is dropped: a proxy that died mid-hold (its
+# flock is released by the kernel) must not leave the shard stuck.
+HOLD_TIMEOUT = 5.0
+HOLD_LOST = b"-ERR cross-shard hold expired before this command ran\r\n"
 
 
 @dataclass
@@ -51,13 +56,17 @@ class Worker:
         self.waker = waker
         self.config = config
         config.values["__slot_range__"] = slot_range
-        self.dbs = [Db(i) for i in range(config.values["databases"])]
+        self.dirty: set[int] = set()       # clients whose WATCHed keys changed
+        self.dbs = [Db(i, self.dirty) for i in range(config.values["databases"])]
         self.ctx = Ctx(self.dbs, config.values, shard)
         self.ctx.stats["worker"] = self
         self.reader = hiredis.Reader()
         self.expire = ActiveExpire(self.dbs)
         self.running = True
-        self.lookup = commands.BY_NAME.get
+        self.lookup = {**commands.BY_NAME, **commands.INTERNAL}.get
+        self.held_by: ProxyLink | None = None   # the coordinator holding this shard
+        self.hold_id = 0
+        self.hold_deadline = 0.0
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -73,11 +82,16 @@ class Worker:
                 if os.getppid() != parent:
                     return
                 keyspace.refresh_clock()
-                self.expire.cycle(budget=hz_interval * 0.25)
+                if self.held_by is None:    # expiry would write in the middle of a hold
+                    self.expire.cycle(budget=hz_interval * 0.25)
+                elif now > self.hold_deadline:
+                    self.held_by = None
             if not worked:
                 self.sleep(min(next_tick - now, 0.05))
 
     def turn(self) -> bool:
+        if self.held_by is not None:
+            return self.turn_held(self.held_by)
         worked = False
         links = self.links
         if self.syncing:
@@ -88,6 +102,11 @@ class Worker:
             while frame is not None:
                 worked = True
                 self.handle(frame, link)
+                if self.held_by is not None:   # from now on only this proxy's control frames
+                    if link.replies.pending:
+                        link.replies.flush()
+                    link.proxy_waker.wake_if_sleeping()
+                    return True
                 frame = link.control.next()
         for link in links:
             n = 0
@@ -111,8 +130,31 @@ class Worker:
                 worked = True
         return worked
 
+    def turn_held(self, link: ProxyLink) -> bool:
+        """While held, only the holder's control frames run."""
+        worked = False
+        frame = link.control.next()
+        while frame is not None and self.held_by is link:
+            worked = True
+            self.handle(frame, link)
+            frame = link.control.next()
+        if frame is not None:          # released mid-drain: the rest runs next turn
+            self.handle(frame, link)
+        if link.replies.pending:
+            link.replies.flush()
+        if worked:
+            link.proxy_waker.wake_if_sleeping()
+            self.hold_deadline = time.monotonic() + HOLD_TIMEOUT
+        return worked
+
     def sleep(self, timeout: float) -> None:
         self.waker.prepare_sleep()
+        if self.held_by is not None:
+            if self.held_by.control.ring.available():
+                self.waker.cancel_sleep()
+                return
+            self.wait(min(timeout, max(self.hold_deadline - time.monotonic(), 0.001)))
+            return
         for link in self.links:
             if self.syncing and not link.in_sync():
                 continue
@@ -120,6 +162,9 @@ class Worker:
                     or (link.replies.pending and link.replies.ring.free())):
                 self.waker.cancel_sleep()
                 return
+        self.wait(timeout)
+
+    def wait(self, timeout: float) -> None:
         try:
             select.select([self.waker.fd], [], [], max(timeout, 0.001))
         except InterruptedError:
@@ -129,8 +174,14 @@ class Worker:
 
     # -- frames --------------------------------------------------------------------------
     def handle(self, frame: bytes, link: ProxyLink) -> None:
-        bid, client_id, db, proto, flags, n_exec, n_runs = REQUEST.unpack_from(frame)
+        bid, client_id, db, proto, flags, n_exec, n_runs, hold = REQUEST.unpack_from(frame)
         off = REQUEST.size
+        if flags & (HOLD | IN_HOLD | RELEASE) and not self.enter_hold(link, flags, hold):
+            # The hold this frame belongs to expired: run nothing, say so for each command.
+            if not flags & NO_REPLY:
+                link.replies.send(REPLY.pack(bid, n_runs) + array.array("I", [len(HOLD_LOST)] * n_runs).tobytes()
+                                  + HOLD_LOST * n_runs)
+            return
         runs = array.array("I", frame[off:off + 4 * n_runs])
         off += 4 * n_runs
         if flags & EXEC_ALL:
@@ -145,9 +196,19 @@ class Worker:
         ctx.db = self.dbs[db]
         ctx.proto = proto
         ctx.client_id = client_id
+        if flags & GUARD:
+            fired = watch_fired(ctx, client_id)
+            forget_watches(ctx, client_id)
+            if fired:
+                link.replies.send(REPLY.pack(bid, n_runs) + bytes(4 * n_runs))
+                return
         reader = self.reader
         reader.feed(frame, off)
         replies = self.execute(reader, slots, indices, n_exec)
+        if flags & RELEASE:
+            self.held_by = None
+        if flags & NO_REPLY:
+            return
         if n_runs == 1:
             body = b"".join(replies)
             link.replies.send_framed(b"".join((FRAMED_REPLY.pack(REPLY.size + 4 + len(body), bid, 1),
@@ -164,6 +225,15 @@ class Worker:
                 bodies.append(part)
             out = REPLY.pack(bid, n_runs) + lengths.tobytes() + b"".join(bodies)
         link.replies.send(out)
+
+    def enter_hold(self, link: ProxyLink, flags: int, hold: int) -> bool:
+        """Start or continue a hold; False when the frame's hold is no longer ours."""
+        if flags & HOLD:
+            self.held_by = link
+            self.hold_id = hold
+            self.hold_deadline = time.monotonic() + HOLD_TIMEOUT
+            return True
+        return self.held_by is link and self.hold_id == hold
 
     def execute(self, reader, slots, indices, n_exec: int) -> list[bytes]:
         ctx = self.ctx

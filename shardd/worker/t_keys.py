@@ -6,6 +6,7 @@ with the cursor as a hash slot number.
 """
 from __future__ import annotations
 
+import copy
 import random
 import re
 from itertools import islice
@@ -426,3 +427,98 @@ def object_help(ctx: Ctx, argv: list[bytes]) -> bytes:
     header = resp.status(b"%s <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
                          % argv[0].upper())
     return resp.array([header, *_OBJECT_HELP])
+
+
+# -- RENAME, COPY, MOVE (keys on this worker; the proxy's coordinator handles the others) ----
+
+def copy_value(value: Any) -> Any:
+    """An independent copy of a stored value (strings are immutable and shared)."""
+    return value if type(value) is bytes else copy.deepcopy(value)
+
+
+def _rename(ctx: Ctx, argv: list[bytes], nx: bool) -> bytes:
+    db, src, dst = ctx.db, argv[1], argv[2]
+    src_slot, dst_slot = ctx.slot, keyslot(dst)
+    value = db.lookup(src, src_slot)
+    if value is None:
+        raise CommandError(errors.NO_SUCH_KEY)
+    if src == dst:
+        return ZERO if nx else resp.OK
+    if nx and db.lookup(dst, dst_slot) is not None:
+        return ZERO
+    when = db.get_expire(src, src_slot)
+    db.delete(src, src_slot)
+    db.store(dst, dst_slot, value)
+    if when is not None:
+        db.set_expire(dst, dst_slot, when)
+    return ONE if nx else resp.OK
+
+
+@worker_command("rename")
+def rename_command(ctx: Ctx, argv: list[bytes]) -> bytes:
+    return _rename(ctx, argv, False)
+
+
+@worker_command("renamenx")
+def renamenx_command(ctx: Ctx, argv: list[bytes]) -> bytes:
+    return _rename(ctx, argv, True)
+
+
+def copy_options(argv: list[bytes], current_db: int, databases: int) -> tuple[int, bool]:
+    """COPY's [DB destination-db] [REPLACE]: (target db, replace)."""
+    target, replace = current_db, False
+    i = 3
+    while i < len(argv):
+        opt = argv[i].upper()
+        if opt == b"REPLACE":
+            replace = True
+        elif opt == b"DB" and i + 1 < len(argv):
+            target = arg_ll(argv[i + 1])
+            if not 0 <= target < databases:
+                raise CommandError(errors.DB_INDEX)
+            i += 1
+        else:
+            raise CommandError(errors.SYNTAX)
+        i += 1
+    return target, replace
+
+
+@worker_command("copy")
+def copy_command(ctx: Ctx, argv: list[bytes]) -> bytes:
+    src, dst = argv[1], argv[2]
+    target, replace = copy_options(argv, ctx.db.index, len(ctx.dbs))
+    if src == dst and target == ctx.db.index:
+        raise CommandError(errors.SAME_OBJECT)
+    value = ctx.db.lookup(src, ctx.slot)
+    if value is None:
+        return ZERO
+    to_db, dst_slot = ctx.dbs[target], keyslot(dst)
+    if to_db.lookup(dst, dst_slot) is not None:
+        if not replace:
+            return ZERO
+        to_db.delete(dst, dst_slot)
+    to_db.store(dst, dst_slot, copy_value(value))
+    when = ctx.db.get_expire(src, ctx.slot)
+    if when is not None:
+        to_db.set_expire(dst, dst_slot, when)
+    return ONE
+
+
+@worker_command("move")
+def move_command(ctx: Ctx, argv: list[bytes]) -> bytes:
+    key, db, slot = argv[1], ctx.db, ctx.slot
+    target = arg_ll(argv[2])
+    if not 0 <= target < len(ctx.dbs):
+        raise CommandError(errors.DB_INDEX)
+    if target == db.index:
+        raise CommandError(errors.SAME_OBJECT)
+    value = db.lookup(key, slot)
+    to_db = ctx.dbs[target]
+    if value is None or to_db.lookup(key, slot) is not None:
+        return ZERO
+    when = db.get_expire(key, slot)
+    db.delete(key, slot)
+    to_db.store(key, slot, value)
+    if when is not None:
+        to_db.set_expire(key, slot, when)
+    return ONE

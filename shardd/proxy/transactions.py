@@ -1,0 +1,232 @@
+"""MULTI/EXEC/DISCARD/WATCH/UNWATCH.
+
+Commands are queued in the proxy. EXEC of plain commands on one worker is one frame (a frame
+runs atomically in its worker); with WATCHes on that worker the frame is GUARDed: the worker
+runs nothing if a watched key changed. Anything else (several workers, keys spanning workers,
+proxy-local commands) runs under the coordinator: the watched shards are checked and the
+commands run inside one hold, so the transaction is atomic as a whole.
+"""
+from __future__ import annotations
+
+from .. import errors, resp
+from ..commands import LOCAL, SINGLE, CommandSpec, proxy_command
+from ..errors import CommandError
+from ..frames import GUARD, NO_REPLY
+from ..slots import keyslot
+from .fanout import PLANNERS, Parts, all_ok, first_reply, run_plan, split
+from .replies import decode_or_raise
+
+# Commands that act at once inside MULTI instead of being queued.
+IMMEDIATE = frozenset(("exec", "discard", "multi", "watch", "quit", "reset"))
+
+
+def queue(conn, spec: CommandSpec, argv: list[bytes]) -> bytes:
+    if spec.route is SINGLE and spec.worker_handler is None and not spec.subcommands:
+        conn.multi_error = True
+        return resp.error(errors.unknown_command(argv[0], argv[1:]))
+    if "no_multi" in spec.flags:
+        conn.multi_error = True
+        return resp.error(errors.NOT_IN_MULTI)
+    conn.multi.append(argv)
+    return resp.QUEUED
+
+
+@proxy_command("multi")
+def multi(conn, argv: list[bytes]) -> bytes:
+    if conn.multi is not None:
+        return resp.error(errors.MULTI_NESTED)
+    conn.multi = []
+    conn.multi_error = False
+    return resp.OK
+
+
+@proxy_command("discard")
+def discard(conn, argv: list[bytes]) -> bytes:
+    if conn.multi is None:
+        return resp.error(errors.DISCARD_WITHOUT_MULTI)
+    end_transaction(conn)
+    return resp.OK
+
+
+def end_transaction(conn) -> None:
+    """Forget the queued commands and every WATCH (DISCARD, RESET, disconnection)."""
+    conn.multi = None
+    conn.multi_error = False
+    unwatch_quietly(conn)
+
+
+@proxy_command("watch")
+def watch(conn, argv: list[bytes]) -> bytes | None:
+    if conn.multi is not None:
+        return resp.error(errors.WATCH_IN_MULTI)
+    parts, _ = split(conn, [b"__watch", *argv[1:]])
+    conn.watching.update(w for w, _, _ in parts)
+    return run_plan(conn, Parts(parts, all_ok), atomic=False)
+
+
+@proxy_command("unwatch")
+def unwatch(conn, argv: list[bytes]) -> bytes:
+    unwatch_quietly(conn)
+    return resp.OK
+
+
+def unwatch_quietly(conn) -> None:
+    """Drop the client's watches on every worker, expecting no answer."""
+    from .server import FrameBuilder
+    proxy = conn.proxy
+    for w in conn.watching:
+        b = FrameBuilder(0, NO_REPLY)
+        b.add_extra([b"__unwatch"], 0)
+        b.runs.append(1)
+        proxy.send_frame(w, 0, b.build(None, 0, conn.id, conn.db, conn.proto), None, None)
+    conn.watching = set()
+
+
+@proxy_command("exec")
+def exec_(conn, argv: list[bytes]) -> bytes | None:
+    if conn.multi is None:
+        return resp.error(errors.EXEC_WITHOUT_MULTI)
+    queued, aborted = conn.multi, conn.multi_error
+    conn.multi, conn.multi_error = None, False
+    watching, conn.watching = conn.watching, set()
+    if aborted:
+        conn.watching = watching
+        unwatch_quietly(conn)
+        return resp.error(errors.EXECABORT)
+    worker = one_worker(conn, queued)
+    if worker is not None and queued and watching <= {worker}:
+        return exec_in_one_frame(conn, queued, worker, bool(watching))
+    return run_plan(conn, exec_steps(conn, queued, watching))
+
+
+def one_worker(conn, queued: list[list[bytes]]) -> int | None:
+    """The worker every queued command runs on, when all are plain single-worker commands."""
+    worker = None
+    for argv in queued:
+        spec = command_spec(conn, argv)
+        if spec is None or spec.route is not SINGLE:
+            return None
+        keys = spec.keys(argv)
+        if not keys:
+            return None
+        for key in keys:
+            w = conn.proxy.slotmap[keyslot(key)]
+            if worker is None:
+                worker = w
+            elif w != worker:
+                return None
+    return worker
+
+
+def command_spec(conn, argv: list[bytes]) -> CommandSpec | None:
+    spec = conn.proxy.lookup(argv[0])
+    if spec is not None and spec.subcommands and spec.proxy_handler is None and len(argv) > 1:
+        spec = spec.subcommands.get(argv[1].decode("utf-8", "replace").lower())
+    return spec
+
+
+def exec_in_one_frame(conn, queued: list[list[bytes]], worker: int, guarded: bool) -> None:
+    n = len(queued)
+    proto = conn.proto
+    parts = [(worker, argv, slot_of(conn, argv)) for argv in queued]
+
+    def merge(replies: list[bytes]) -> bytes:
+        if not replies[0]:        # GUARD: a watched key changed, nothing ran
+            return resp.null_array(proto)
+        return resp.array_header(n) + b"".join(replies)
+    conn.fanout(parts, merge, flags=GUARD if guarded else 0)
+    return None
+
+
+def slot_of(conn, argv: list[bytes]) -> int:
+    keys = command_spec(conn, argv).keys(argv)
+    return keyslot(keys[0]) if keys else 0
+
+
+def exec_steps(conn, queued: list[list[bytes]], watching: set[int]):
+    proto = conn.proto
+    ranges = conn.proxy.info["slot_ranges"]
+
+    async def steps(hold) -> bytes:
+        if watching:
+            checks = [(w, [b"__dirty"], ranges[w][0]) for w in sorted(watching)]
+            fired = await hold.run(checks)
+            await hold.run([(w, [b"__unwatch"], slot) for w, _, slot in checks])
+            if any(decode_or_raise(f) for f in fired):
+                return resp.null_array(proto)
+        replies: list[bytes] = []
+        batch: list[tuple[int, Parts]] = []
+
+        async def flush() -> None:
+            if not batch:
+                return
+            flat = [part for _, plan in batch for part in plan.parts]
+            results = await hold.run(flat)
+            pos = 0
+            for index, plan in batch:
+                mine = results[pos:pos + len(plan.parts)]
+                pos += len(plan.parts)
+                replies[index] = settle(plan.merge, mine)
+            batch.clear()
+
+        for argv in queued:
+            replies.append(b"")
+            try:
+                plan = plan_for(conn, argv)
+            except CommandError as exc:
+                replies[-1] = resp.error(str(exc))
+                continue
+            if isinstance(plan, Parts):
+                batch.append((len(replies) - 1, plan))
+                continue
+            await flush()
+            if isinstance(plan, CommandSpec):       # proxy-local: runs now, in order
+                replies[-1] = run_local(conn, plan, argv)
+            elif isinstance(plan, bytes):
+                replies[-1] = plan
+            else:
+                try:
+                    replies[-1] = await plan(hold)
+                except CommandError as exc:
+                    replies[-1] = resp.error(str(exc))
+        await flush()
+        return resp.array_header(len(replies)) + b"".join(replies)
+    return steps
+
+
+def settle(merge, replies: list[bytes]) -> bytes:
+    try:
+        return merge(replies)
+    except CommandError as exc:
+        return resp.error(str(exc))
+
+
+def plan_for(conn, argv: list[bytes]):
+    """What one queued command becomes inside EXEC: Parts, Steps, bytes, or (local) its spec."""
+    spec = command_spec(conn, argv)
+    if spec is None:
+        raise CommandError(errors.unknown_command(argv[0], argv[1:]))
+    if spec.name in PLANNERS and spec.route is not SINGLE:
+        return PLANNERS[spec.name](conn, argv)
+    if spec.route is LOCAL or spec.proxy_handler is not None and spec.route is not SINGLE:
+        return spec
+    keys = spec.keys(argv)
+    if not keys:
+        return Parts([(0, argv, 0)], first_reply)
+    slot = keyslot(keys[0])
+    worker = conn.proxy.slotmap[slot]
+    if any(conn.proxy.slotmap[keyslot(k)] != worker for k in keys[1:]):
+        if spec.name not in PLANNERS:
+            raise CommandError(errors.CROSS_SHARD)
+        return PLANNERS[spec.name](conn, argv)
+    return Parts([(worker, argv, slot)], first_reply)
+
+
+def run_local(conn, spec: CommandSpec, argv: list[bytes]) -> bytes:
+    try:
+        reply = spec.proxy_handler(conn, argv)
+    except CommandError as exc:
+        return resp.error(str(exc))
+    if reply is None:
+        return resp.error(f"ERR '{spec.name}' cannot run inside a transaction in shardd")
+    return reply
