@@ -217,8 +217,17 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg, supervised: str = "no", ready_fd: int | None = None, pidfile: str = "",
+                 daemonized: bool = False) -> None:
         self.cfg = cfg
+        self.supervised = supervised          # resolved: "systemd", "upstart" or "no"
+        self.ready_fd = ready_fd              # daemonized: the pipe to the waiting parent, until ready
+        self.daemonized = daemonized
+        self.pidfile = pidfile                # written at start, removed at exit ("" = none)
+        self.probe: ReadyProbe | None = None
+        self.ready = False
+        self.watchdog = watchdog_interval() if supervised == "systemd" else None
+        self.next_watchdog = 0.0
         self.n_workers = cfg.values["worker-processes"]
         self.n_proxies = max(1, cfg.values.get("io-threads", 1))
         self.slotmap = slot_map(self.n_workers)
@@ -236,6 +245,7 @@ class Supervisor:
             "tcp_port": cfg.values["port"],
             "workers": self.n_workers,
             "proxies": self.n_proxies,
+            "supervised": supervised,
         }
 
     def start(self) -> None:
@@ -285,26 +295,48 @@ class Supervisor:
         if pid:
             return pid
         self._child(role)
+        name = "Worker" if role == "W" else "Proxy"
         code = 0
         try:
             cpus = self.cfg.values.get(cpulist)
             if cpus:
                 all_cpus = sorted(parse_cpulist(cpus))
                 os.sched_setaffinity(0, {all_cpus[index % len(all_cpus)]})
+            if role == "W":
+                lo, hi = self.ranges[index]
+                log.log("notice", f"Worker {index} started, hash slots {lo}-{hi}")
+            else:
+                log.log("notice", f"Proxy {index} started")
             body()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 0
-        except BaseException:
+        except BaseException as exc:
             import traceback
-            traceback.print_exc()
+            log.log("warning", f"{name} {index} failed: {exc!r}")
+            for line in traceback.format_exc().rstrip().splitlines():
+                log.log("warning", line)
             code = 1
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
         os._exit(code)
 
     def _child(self, role: str) -> None:
         _die_with_parent()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
-        log.configure(role, self.cfg.values.get("loglevel", "notice"), self.cfg.values.get("logfile", ""))
+        # Only the supervisor talks to systemd and to a daemonizing parent.
+        if self.ready_fd is not None:
+            os.close(self.ready_fd)
+            self.ready_fd = None
+        if self.probe is not None and self.probe.sock is not None:
+            self.probe.sock.close()
+        for name in _CHILD_ENV:
+            os.environ.pop(name, None)
+        log.configure(role, values=self.cfg.values)
+        if self.daemonized or self.cfg.values.get("logfile"):
+            sys.stderr = log.LogStream()
 
     # -- main loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -314,22 +346,98 @@ class Supervisor:
         self.sel.register(rfd, selectors.EVENT_READ, ("signal", None))
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, lambda *_: None)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.notify(f"STATUS=Starting {self.n_workers} workers and {self.n_proxies} proxies\n")
         try:
             self.start()
         except BindError as exc:
             log.log("warning", str(exc))
+            self.report_failure(exc.lines)
+            self.remove_pidfile()
             return 1
+        log.log("notice", "Server initialized")
         log.log("notice", f"shardd {__version__} (Redis {REDIS_VERSION} compatible) started, "
                           f"{self.n_workers} workers, {self.n_proxies} proxies, port {self.cfg.values['port']}")
-        log.log("notice", "Ready to accept connections tcp")
+        if self.ready_fd is not None or self.supervised != "no":
+            # Someone waits for "ready": confirm it the way a client would see it.
+            self.probe = ReadyProbe(self.sel, self.listeners, self.cfg.values.get("requirepass") or "")
+            self.notify(f"STATUS=Waiting for the workers and proxies to answer on {self.probe.describe()}\n")
+        else:
+            self.on_ready()
         while not self.stopping:
-            for key, _ in self.sel.select(timeout=1.0):
+            now = time.monotonic()
+            timeout = 1.0
+            if self.probe is not None:
+                timeout = min(timeout, self.probe.wait_time(now))
+            if self.watchdog is not None:
+                timeout = min(timeout, max(0.0, self.next_watchdog - now))
+            for key, _ in self.sel.select(timeout=timeout):
                 kind, arg = key.data
                 if kind == "signal":
                     self.on_signals(rfd)
                 elif kind == "control":
                     self.on_control(arg)
+                elif kind == "probe" and self.probe is not None:
+                    self.probe.on_event()
+            now = time.monotonic()
+            if self.probe is not None and not self.stopping:
+                self.probe.tick(now)
+                if self.probe.done:
+                    self.on_ready()
+            if self.watchdog is not None and now >= self.next_watchdog:
+                sd_notify("WATCHDOG=1\n")
+                self.next_watchdog = now + self.watchdog
         return self.shutdown()
+
+    # -- readiness, supervision ------------------------------------------------------------
+    def notify(self, state: str) -> None:
+        """Tell systemd, when it supervises us."""
+        if self.supervised == "systemd":
+            communicate_systemd(state)
+
+    def on_ready(self) -> None:
+        probe, self.probe = self.probe, None
+        if probe is not None:
+            probe.close()
+            if not isinstance(probe.answer, int):
+                log.log("verbose", f"Readiness check: DBSIZE on {probe.describe()} answered "
+                                   f"{probe.answer!r}; the workers were not confirmed")
+        self.ready = True
+        kinds = {"unix" if s.family == socket.AF_UNIX else "tcp" for s in self.listeners}
+        for kind in ("tcp", "unix"):
+            if kind in kinds:
+                log.log("notice", f"Ready to accept connections {kind}")
+        if self.supervised == "systemd":
+            self.notify("STATUS=Ready to accept connections\n")
+            self.notify("READY=1\n")
+        elif self.supervised == "upstart":
+            os.environ.pop("UPSTART_JOB", None)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        if self.ready_fd is not None:
+            try:
+                os.write(self.ready_fd, b"R")
+            except OSError:
+                pass
+            os.close(self.ready_fd)
+            self.ready_fd = None
+
+    def report_failure(self, lines: list[str]) -> None:
+        """A daemonizing parent prints why the server did not start."""
+        if self.ready_fd is not None:
+            try:
+                os.write(self.ready_fd, b"E" + "\n".join(lines).encode())
+            except OSError:
+                pass
+            os.close(self.ready_fd)
+            self.ready_fd = None
+
+    def remove_pidfile(self) -> None:
+        if self.pidfile:
+            log.log("notice", "Removing the pid file.")
+            try:
+                os.unlink(self.pidfile)
+            except OSError:
+                pass
 
     def on_signals(self, rfd: int) -> None:
         try:
@@ -393,6 +501,10 @@ class Supervisor:
 
     def shutdown(self) -> int:
         log.log("warning", "User requested shutdown...")
+        self.notify("STOPPING=1\n")
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
         children = list(self.proxies) + list(self.workers)
         for pid in children:
             try:
@@ -415,6 +527,11 @@ class Supervisor:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        self.remove_pidfile()
+        for s in getattr(self, "listeners", ()):
+            s.close()
+        if self.cfg.values.get("unixsocket"):
+            log.log("notice", "Removing the unix socket file.")
         for path in (self.cfg.values.get("unixsocket"), getattr(self, "lock_path", None)):
             if path:
                 try:
@@ -422,6 +539,8 @@ class Supervisor:
                 except OSError:
                     pass
         log.log("warning", "shardd is now ready to exit, bye bye...")
+        if self.ready_fd is not None:      # stopped before it was ready
+            self.report_failure(["the server was shut down before it was ready to accept connections"])
         return 0
 
 
@@ -714,14 +833,40 @@ class ReadyProbe:
 
 
 def run(cfg) -> int:
-    log.configure("M", cfg.values.get("loglevel", "notice"), cfg.values.get("logfile", ""))
+    """valkey-server's main() from the config on: chdir, supervision, daemonize, pid file,
+    banner, then the supervisor's loop. Returns the exit code."""
+    values = cfg.values
+    log.configure("M", values=values)
     try:
-        os.chdir(cfg.values["dir"])
+        os.chdir(values["dir"])
     except OSError as exc:
-        log.log("warning", f"Can't chdir to '{cfg.values['dir']}': {exc.strerror}")
+        log.log("warning", f"Can't chdir to '{values['dir']}': {exc.strerror}")
         return 1
+    supervised = detect_supervision(values.get("supervised", "no"))
+    background = bool(values.get("daemonize")) and supervised == "no"
+    ready_fd = None
+    if background:
+        in_daemon, n = daemonize()
+        if not in_daemon:
+            return n
+        ready_fd = n
+    if background or values.get("logfile"):
+        sys.stderr = log.LogStream()     # tracebacks and warnings go to the log too
+    log.log("notice", "oO0OoO0OoO0Oo shardd is starting oO0OoO0OoO0Oo")
+    log.log("notice", f"shardd version={__version__}, bits={64 if sys.maxsize > 2**32 else 32}, "
+                      f"commit=00000000, modified=0, pid={os.getpid()}, just started")
+    if len(sys.argv) <= 1:
+        log.log("warning", "Warning: no config file specified, using the default config. In order to "
+                           f"specify a config file use {sys.argv[0]} /path/to/valkey.conf")
+    else:
+        log.log("notice", "Configuration loaded")
+    pidfile = values.get("pidfile") or (DEFAULT_PIDFILE if background else "")
+    if pidfile:
+        write_pidfile(pidfile)
+    log.log("notice", f"Running mode=standalone, port={values['port']}.")
+    check_tcp_backlog(values.get("tcp-backlog", 511))
     # Import every command family before forking so all processes share one table.
     from .worker import coordination, server_cmds, t_keys, t_string  # noqa: F401
     from .proxy import handlers  # noqa: F401
-    sup = Supervisor(cfg)
+    sup = Supervisor(cfg, supervised=supervised, ready_fd=ready_fd, pidfile=pidfile, daemonized=background)
     return sup.run()

@@ -6,28 +6,16 @@ slot 3300 (worker 0, slots 0-8191). Only strings exist so far, so no WRONGTYPE c
 """
 from __future__ import annotations
 
-import os
 import random
-import shlex
-import socket
-import subprocess
-import tempfile
 import time
 
 import pytest
-import redis
-from redis.crc import key_slot
 
-from server import Server, free_port
+from helpers import RawConnection, oracle_cases, run_both, worker_of
+from server import Server
 
-REDIS_SERVER = "/usr/bin/redis-server"
-HALF = 8192
 A = "{a}"    # worker 1
 B = "{b}"    # worker 0
-
-
-def worker_of(key: str | bytes) -> int:
-    return 0 if key_slot(key.encode() if isinstance(key, str) else key) < HALF else 1
 
 
 def test_tags_cover_both_workers():
@@ -40,145 +28,9 @@ def spread_keys(n: int, prefix: str = "k") -> list[str]:
     return [f"{{{prefix}{i}}}" for i in range(n)]
 
 
-# -- raw RESP ------------------------------------------------------------------------------------
-
-class RawConn:
-    """A RESP connection whose replies come back as their exact bytes."""
-
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    @staticmethod
-    def encode(*args) -> bytes:
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        return b"".join(out)
-
-    def call(self, *args) -> bytes:
-        self.sock.sendall(self.encode(*args))
-        return self.read()
-
-    def _more(self) -> None:
-        chunk = self.sock.recv(1 << 16)
-        if not chunk:
-            raise ConnectionError("connection closed")
-        self.buf += chunk
-
-    def _end(self, pos: int) -> int:
-        while (eol := self.buf.find(b"\r\n", pos)) < 0:
-            self._more()
-        kind, head, nxt = self.buf[pos:pos + 1], self.buf[pos + 1:eol], eol + 2
-        if kind in b"+-:_,#(":
-            return nxt
-        if kind in b"$=!":
-            n = int(head)
-            if n < 0:
-                return nxt
-            while len(self.buf) < nxt + n + 2:
-                self._more()
-            return nxt + n + 2
-        if kind in b"*~>%|":
-            for _ in range(max(int(head), 0) * (2 if kind in b"%|" else 1)):
-                nxt = self._end(nxt)
-            return nxt
-        raise AssertionError(f"not RESP: {self.buf[pos:pos + 40]!r}")
-
-    def read(self) -> bytes:
-        end = self._end(0)
-        reply, self.buf = self.buf[:end], self.buf[end:]
-        return reply
-
-
-# -- fixtures ------------------------------------------------------------------------------------
-
-@pytest.fixture
-def raw(server, r):
-    conn = RawConn(server.port)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture(scope="module")
-def oracle_port():
-    if not os.path.exists(REDIS_SERVER):
-        pytest.skip(f"{REDIS_SERVER} is not installed")
-    workdir = tempfile.mkdtemp(prefix="shardd-oracle-")
-    for _ in range(3):                     # a free port can be taken before redis binds it
-        port = free_port()
-        proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
-                                 "--save", "", "--appendonly", "no", "--dir", workdir],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        ready = False
-        while not ready and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    s.settimeout(2)
-                    ready = s.recv(16).startswith(b"+PONG")
-            except OSError:
-                time.sleep(0.05)
-        if ready:
-            try:
-                yield port
-            finally:
-                proc.kill()                # our own redis-server, by its PID
-                proc.wait(5)
-            return
-        proc.kill()
-        proc.wait(5)
-    raise RuntimeError("redis-server (oracle) did not start")
-
-
-@pytest.fixture(scope="module")
-def pair(server, oracle_port):
-    s, o = RawConn(server.port), RawConn(oracle_port)
-    yield s, o
-    s.close()
-    o.close()
-
-
-@pytest.fixture
-def oracle(oracle_port):
-    client = redis.Redis(host="127.0.0.1", port=oracle_port, socket_timeout=10)
-    client.flushall()
-    yield client
-    client.close()
-
-
 # Run after a case that changed connection or server state with a "!" command, even if it failed.
 RESTORE = [("HELLO", "2"), ("CONFIG", "SET", "maxmemory-policy", "noeviction"),
            ("CONFIG", "SET", "maxmemory", "0")]
-
-
-def run_both(pair, commands: list) -> None:
-    """Run each command on both servers from an empty db 0 and compare the raw replies.
-
-    A command given as ("!", cmd) runs on both without comparing (HELLO, CONFIG SET)."""
-    s, o = pair
-    for conn in pair:
-        assert conn.call("SELECT", "0") == b"+OK\r\n"
-        assert conn.call("FLUSHALL") == b"+OK\r\n"
-    try:
-        for command in commands:
-            compare = True
-            if isinstance(command, tuple) and command[0] == "!":
-                compare, command = False, command[1]
-            args = shlex.split(command) if isinstance(command, str) else command
-            got, want = s.call(*args), o.call(*args)
-            if compare:
-                assert got == want, f"{args!r}: shardd {got!r} != redis {want!r}"
-    finally:
-        if any(isinstance(c, tuple) for c in commands):
-            for conn in pair:
-                for args in RESTORE:
-                    conn.call(*args)
 
 
 # -- the oracle table ----------------------------------------------------------------------------
@@ -276,15 +128,9 @@ KEY_CASES = [
 ]
 
 
-def _case_id(case) -> str:
-    last = case[-1]
-    return (last if isinstance(last, str) else last[1])[:60]
-
-
-@pytest.mark.parametrize("case", KEY_CASES,
-                         ids=[c.id if hasattr(c, "marks") else _case_id(c) for c in KEY_CASES])
+@oracle_cases(KEY_CASES)
 def test_oracle(pair, case):
-    run_both(pair, case)
+    run_both(pair, case, RESTORE)
 
 
 def test_oracle_table_size():
@@ -679,7 +525,7 @@ def test_databases_config():
     try:
         c = srv.client()
         assert c.config_get("databases") == {"databases": "4"}
-        conn = RawConn(srv.port)
+        conn = RawConnection(srv.port)
         try:
             assert conn.call("SELECT", "3") == b"+OK\r\n"
             assert conn.call("SET", B + "k", "v") == b"+OK\r\n"

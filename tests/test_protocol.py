@@ -9,44 +9,12 @@ import time
 
 import hiredis
 import pytest
-from redis.crc import key_slot
 
+from helpers import encode, keys_on, read_exact, read_reply, worker_of
 from server import Server
-
-WORKER_SPLIT = 8192     # slots 0..8191 are worker 0's, 8192..16383 worker 1's (2 workers)
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-def keys_on(worker: int, n: int, prefix: str) -> list[str]:
-    """n key names whose slot is owned by `worker`."""
-    out, i = [], 0
-    while len(out) < n:
-        name = f"{prefix}{i}"
-        if (key_slot(name.encode()) >= WORKER_SPLIT) == bool(worker):
-            out.append(name)
-        i += 1
-    return out
-
-
-def read_exact(sock: socket.socket, n: int, timeout: float = 10.0) -> bytes:
-    """Read until n bytes arrived, the peer closed, or the deadline passed."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while len(data) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(min(n - len(data), 1 << 20))
-        except socket.timeout:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
-
 
 def talk(sock: socket.socket, data: bytes, expected: bytes, timeout: float = 10.0) -> None:
     sock.sendall(data)
@@ -77,14 +45,6 @@ def silent(sock: socket.socket, wait: float = 0.3) -> bool:
     return False
 
 
-def encode(*args) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(a), a))
-    return b"".join(out)
-
-
 # --- RESP2 / RESP3 -------------------------------------------------------------------------
 
 HELLO_FIELDS = [b"server", b"version", b"proto", b"id", b"mode", b"role", b"modules"]
@@ -104,7 +64,7 @@ def test_hello_2_is_a_flat_array(server):
     with server.connect() as s:
         s.sendall(encode("HELLO", "2"))
         reader = hiredis.Reader()
-        reply = _read_reply(s, reader)
+        reply = read_reply(s, reader)
         assert isinstance(reply, list) and len(reply) == 14
         assert reply[0::2] == HELLO_FIELDS
         fields = dict(zip(reply[0::2], reply[1::2]))
@@ -123,7 +83,7 @@ def test_hello_3_auth_setname_raw(server, r):
         assert head == b"%7\r\n"
         reader = hiredis.Reader()
         reader.feed(b"*14\r\n")   # read the map's body as a flat array
-        body = _read_reply(s, reader)
+        body = read_reply(s, reader)
         fields = dict(zip(body[0::2], body[1::2]))
         assert body[0::2] == HELLO_FIELDS
         assert fields[b"proto"] == 3 and fields[b"server"] == b"valkey"
@@ -136,7 +96,7 @@ def test_hello_3_auth_setname_raw(server, r):
         # Back to RESP2 on the same connection.
         s.sendall(encode("HELLO", "2"))
         assert read_exact(s, 5) == b"*14\r\n"
-        _read_reply(s, _reader_with(b"*13\r\n"))
+        read_reply(s, _reader_with(b"*13\r\n"))
         talk(s, encode("GET", "missing"), b"$-1\r\n")
 
 
@@ -144,20 +104,6 @@ def _reader_with(prefix: bytes) -> hiredis.Reader:
     reader = hiredis.Reader()
     reader.feed(prefix)
     return reader
-
-
-def _read_reply(sock: socket.socket, reader: hiredis.Reader, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = reader.gets()
-        if reply is not False:
-            return reply
-        left = deadline - time.monotonic()
-        assert left > 0, "timed out waiting for a reply"
-        sock.settimeout(left)
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed while waiting for a reply"
-        reader.feed(chunk)
 
 
 def test_hello_errors(server):
@@ -532,7 +478,7 @@ def test_pipeline_10000_single_key_and_local_commands(server, r):
     The writes end on command boundaries: a read that ends inside a request is a known bug
     of its own (test_pipeline_split_at_every_byte)."""
     cmds = _pipeline_commands(random.Random(99), 10_000, full=False)
-    assert {key_slot(argv[1]) >= WORKER_SPLIT for argv in cmds if argv[0] == b"GET"} == {False, True}
+    assert {worker_of(argv[1]) for argv in cmds if argv[0] == b"GET"} == {0, 1}
     _check_pipeline(server, cmds, aligned=True)
 
 

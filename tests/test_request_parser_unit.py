@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from helpers import encode
 from shardd.proxy import request_parser as rp
 from shardd.proxy.request_parser import ProtocolError, RequestParser
 
@@ -54,10 +55,6 @@ def parse_split(data: bytes, sizes: list[int] | None = None, **kwargs) -> Result
         if err is not None:
             return commands, err
     return commands, None
-
-
-def resp(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 # --- reference model: a line-by-line transliteration of networking.c ------------------
@@ -371,18 +368,18 @@ def test_config_split_args_matches_c_model_if_present() -> None:
 # --- multibulk ------------------------------------------------------------------------
 
 def test_multibulk_basic_and_binary() -> None:
-    data = resp(b"SET", b"k\r\n\0", b"") + resp(b"GET", b"k")
+    data = encode(b"SET", b"k\r\n\0", b"") + encode(b"GET", b"k")
     assert parse_all(data) == ([[b"SET", b"k\r\n\0", b""], [b"GET", b"k"]], None)
 
 
 def test_multibulk_empty_requests_skipped() -> None:
-    assert parse_all(b"*0\r\n*-1\r\n*-9223372036854775808\r\n" + resp(b"PING")) == (
+    assert parse_all(b"*0\r\n*-1\r\n*-9223372036854775808\r\n" + encode(b"PING")) == (
         [[b"PING"]], None)
 
 
 def test_pipelined_mixture_of_inline_and_multibulk() -> None:
-    data = (b"PING\r\n" + resp(b"SET", b"a", b"1") + b'ECHO "x y"\n' + b"\r\n"
-            + resp(b"GET", b"a") + b"*0\r\n" + b"QUIT\r\n")
+    data = (b"PING\r\n" + encode(b"SET", b"a", b"1") + b'ECHO "x y"\n' + b"\r\n"
+            + encode(b"GET", b"a") + b"*0\r\n" + b"QUIT\r\n")
     expected = [[b"PING"], [b"SET", b"a", b"1"], [b"ECHO", b"x y"], [b"GET", b"a"], [b"QUIT"]]
     assert parse_all(data) == (expected, None)
     assert parse_split(data) == (expected, None)
@@ -396,7 +393,7 @@ def test_multibulk_count_limits() -> None:
 
 
 def test_payload_trailer_is_skipped_unchecked() -> None:
-    data = b"*1\r\n$3\r\nfooXY" + b"*2\r\n$1\r\na\r\n$1\r\nb??" + resp(b"PING")
+    data = b"*1\r\n$3\r\nfooXY" + b"*2\r\n$1\r\na\r\n$1\r\nb??" + encode(b"PING")
     assert parse_all(data) == ([[b"foo"], [b"a", b"b"], [b"PING"]], None)
 
 
@@ -424,7 +421,7 @@ def test_header_waits_for_byte_after_cr() -> None:
     b"*" + b"1" * 30 + b"\r\n",
 ])
 def test_invalid_multibulk_length(header: bytes) -> None:
-    assert parse_all(b"PING\r\n" + header + resp(b"PING")) == (
+    assert parse_all(b"PING\r\n" + header + encode(b"PING")) == (
         [[b"PING"]], "ERR Protocol error: invalid multibulk length")
 
 
@@ -441,7 +438,7 @@ def test_too_big_mbulk_count_string() -> None:
     (b"\0\r\n", "\0"), (b"\xff\r\n", "\xff"), (b"+OK\r\n", "+"),
 ])
 def test_expected_dollar(element: bytes, shown: str) -> None:
-    data = resp(b"PING") + b"*2\r\n$3\r\nGET\r\n" + element + b"$1\r\nx\r\n"
+    data = encode(b"PING") + b"*2\r\n$3\r\nGET\r\n" + element + b"$1\r\nx\r\n"
     assert parse_all(data) == ([[b"PING"]], f"ERR Protocol error: expected '$', got '{shown}'")
     assert parse_split(data) == ([[b"PING"]], f"ERR Protocol error: expected '$', got '{shown}'")
 
@@ -476,14 +473,14 @@ def test_too_big_bulk_count_string() -> None:
     b"-1", b"abc", b"01", b"+1", b" 1", b"1 ", b"-0", b"", b"9223372036854775808", b"1\n",
 ])
 def test_invalid_bulk_length(length: bytes) -> None:
-    data = resp(b"PING") + b"*1\r\n$" + length + b"\r\nPING\r\n"
+    data = encode(b"PING") + b"*1\r\n$" + length + b"\r\nPING\r\n"
     assert parse_all(data) == ([[b"PING"]], "ERR Protocol error: invalid bulk length")
 
 
 def test_bulk_length_above_max_bulk_len() -> None:
     assert parse_all(b"*1\r\n$11\r\n", max_bulk_len=10) == (
         [], "ERR Protocol error: invalid bulk length")
-    assert parse_all(resp(b"x" * 10), max_bulk_len=10) == ([[b"x" * 10]], None)
+    assert parse_all(encode(b"x" * 10), max_bulk_len=10) == ([[b"x" * 10]], None)
     parser = make_parser()
     parser.max_bulk_len = 3
     parser.feed(b"*1\r\n$4\r\n")
@@ -532,14 +529,14 @@ def test_unauthenticated_multibulk_count() -> None:
     args = [b"a"] * 10
     parser = make_parser()
     parser.unauthenticated = True
-    parser.feed(resp(*args) + resp(*args, b"b"))
+    parser.feed(encode(*args) + encode(*args, b"b"))
     assert drain(parser) == ([args], "ERR Protocol error: unauthenticated multibulk length")
 
 
 def test_unauthenticated_bulk_length() -> None:
     parser = make_parser()
     parser.unauthenticated = True
-    parser.feed(resp(b"x" * 16384) + b"*1\r\n$16385\r\n")
+    parser.feed(encode(b"x" * 16384) + b"*1\r\n$16385\r\n")
     assert drain(parser) == ([[b"x" * 16384]], "ERR Protocol error: unauthenticated bulk length")
 
 
@@ -564,7 +561,7 @@ def test_unauthenticated_inline_has_no_limits() -> None:
 def test_unauthenticated_parses_one_command_at_a_time() -> None:
     parser = make_parser()
     parser.unauthenticated = True
-    parser.feed(b"AUTH pw\r\n" + resp(*[b"a"] * 20))
+    parser.feed(b"AUTH pw\r\n" + encode(*[b"a"] * 20))
     assert parser.parse() == ([[b"AUTH", b"pw"]], None)
     parser.unauthenticated = False      # AUTH succeeded before the next one is parsed
     assert parser.parse() == ([[b"a"] * 20], None)
@@ -591,9 +588,9 @@ def test_max_commands() -> None:
 # --- incremental feeding ----------------------------------------------------------------
 
 def _sample_stream() -> bytes:
-    return (resp(b"SET", b"key", b"v" * 40000) + b"PING\r\n" + b'SET a "b\\x00c"\n'
-            + b"*0\r\n" + resp(b"MSET", *[b"k%d" % i for i in range(30)]) + b"\r\n"
-            + b"*1\r\n$3\r\nfooXY" + resp(b"") + b"GET a\r\n" + b"*1\r\n:oops\r\n")
+    return (encode(b"SET", b"key", b"v" * 40000) + b"PING\r\n" + b'SET a "b\\x00c"\n'
+            + b"*0\r\n" + encode(b"MSET", *[b"k%d" % i for i in range(30)]) + b"\r\n"
+            + b"*1\r\n$3\r\nfooXY" + encode(b"") + b"GET a\r\n" + b"*1\r\n:oops\r\n")
 
 
 def test_byte_by_byte_equals_whole() -> None:
@@ -608,7 +605,7 @@ def test_byte_by_byte_equals_whole() -> None:
 
 def test_big_bulk_in_chunks_is_fast() -> None:
     value = bytes(range(256)) * (64 * 1024 * 1024 // 256)
-    data = resp(b"SET", b"k", value) + resp(b"GET", b"k")
+    data = encode(b"SET", b"k", value) + encode(b"GET", b"k")
     parser = make_parser()
     start = time.perf_counter()
     commands: list[list[bytes]] = []
@@ -629,7 +626,7 @@ def test_big_bulk_in_chunks_is_fast() -> None:
 
 def test_big_bulk_in_odd_chunks() -> None:
     value = b"z" * 200000
-    data = resp(b"SET", b"k", value) + b"PING\r\n"
+    data = encode(b"SET", b"k", value) + b"PING\r\n"
     expected = ([[b"SET", b"k", value], [b"PING"]], None)
     assert parse_split(data, [7777]) == expected
     assert parse_split(data, [1, 100003]) == expected
@@ -650,7 +647,7 @@ def test_buffered_counts_partial_command() -> None:
 
 @pytest.mark.parametrize("cut", [0, 1, 3, 5, 9, 12, 20, 40001, 40020, 40030])
 def test_take_remaining_round_trip(cut: int) -> None:
-    data = resp(b"SET", b"k", b"v" * 40000) + b"PING\r\n" + resp(b"GET", b"k")
+    data = encode(b"SET", b"k", b"v" * 40000) + b"PING\r\n" + encode(b"GET", b"k")
     parser = make_parser()
     parser.feed(data[:cut])
     first, err = parser.parse()
@@ -678,7 +675,7 @@ def _valid_request(rng: random.Random) -> bytes:
         return b" ".join(words) + rng.choice([b"\r\n", b"\n"])
     args = [bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 3, 20])))
             for _ in range(rng.randint(0, 4))]
-    return resp(*args)
+    return encode(*args)
 
 
 def _mutate(data: bytes, rng: random.Random) -> bytes:
@@ -751,7 +748,7 @@ def test_fuzz_large_inputs_against_model() -> None:
         for _ in range(rng.randint(1, 6)):
             kind = rng.randrange(5)
             if kind == 0:
-                parts.append(resp(b"SET", b"k", b"v" * rng.choice([10, 33000, 70000])))
+                parts.append(encode(b"SET", b"k", b"v" * rng.choice([10, 33000, 70000])))
             elif kind == 1:
                 parts.append(b"x" * rng.choice([100, 65536, 65537, 70000]))
             elif kind == 2:
@@ -759,7 +756,7 @@ def test_fuzz_large_inputs_against_model() -> None:
             elif kind == 3:
                 parts.append(b"ECHO " + b"y" * rng.choice([10, 66000]) + b"\n")
             else:
-                parts.append(_mutate(resp(b"GET", b"k" * 40000), rng))
+                parts.append(_mutate(encode(b"GET", b"k" * 40000), rng))
         data = b"".join(parts)
         sizes = [rng.choice([1000, 16384, 65536, 100000])]
         parser_result = parse_split(data, sizes)

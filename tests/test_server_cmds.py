@@ -3,6 +3,7 @@ CLIENT, COMMAND, INFO, CONFIG, CLUSTER, rename-command, SHUTDOWN, signals, worke
 several proxies. Expected replies are Valkey 8.0's."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,12 +17,11 @@ import psutil
 import pytest
 import redis
 from redis.backoff import NoBackoff
-from redis.crc import key_slot
 from redis.retry import Retry
 
-from server import ROOT, Server
+from helpers import encode, keys_on, read_exact, read_reply, worker_of
+from server import ROOT, Server, reap
 
-WORKER_SPLIT = 8192
 # Valkey 8.0.1's facts: shared/reference beside the repository (CI lays shared/ beside its clone);
 # the package ships verbatim copies of both files, used when shared/ is not there.
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -30,24 +30,6 @@ if not (REFERENCE / "commands.json").exists():
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-def keys_on(worker: int, n: int, prefix: str) -> list[str]:
-    out, i = [], 0
-    while len(out) < n:
-        name = f"{prefix}{i}"
-        if (key_slot(name.encode()) >= WORKER_SPLIT) == bool(worker):
-            out.append(name)
-        i += 1
-    return out
-
-
-def encode(*args) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(a), a))
-    return b"".join(out)
-
 
 class Conn:
     """A raw connection that sends commands and parses replies with hiredis."""
@@ -62,18 +44,7 @@ class Conn:
         return self.reply()
 
     def reply(self):
-        deadline = time.monotonic() + self.timeout
-        while True:
-            got = self.reader.gets()
-            if got is not False:
-                return got
-            left = deadline - time.monotonic()
-            assert left > 0, "timed out waiting for a reply"
-            self.sock.settimeout(left)
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed by the server")
-            self.reader.feed(chunk)
+        return read_reply(self.sock, self.reader, self.timeout)
 
     def closed_by_server(self, timeout: float = 5.0) -> bool:
         self.sock.settimeout(timeout)
@@ -86,6 +57,16 @@ class Conn:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def client_fields(line: str) -> dict[str, str]:
+    """A CLIENT INFO or CLIENT LIST line as its name=value fields."""
+    return dict(f.split("=", 1) for f in line.split())
+
+
+def listed_ids(text: str) -> set[int]:
+    """The client ids of a CLIENT LIST reply."""
+    return {int(client_fields(line)["id"]) for line in text.splitlines()}
 
 
 def err(reply) -> str:
@@ -107,15 +88,7 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
 
 
 def assert_gone(pids: list[int], timeout: float = 5.0) -> None:
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for p in alive:
-        p.kill()
+    alive = reap(pids, timeout)
     assert not alive, f"processes left behind: {[p.pid for p in alive]}"
 
 
@@ -194,27 +167,9 @@ def test_reset(server, r):
 
 # --- AUTH and requirepass ----------------------------------------------------------------------
 
-def _start_auth_server(*args, **kw) -> Server:
-    srv = Server("--requirepass", "secret", *args, wait=False, **kw)
-    deadline = time.monotonic() + 20
-    while True:
-        if srv.proc.poll() is not None or time.monotonic() > deadline:
-            srv.stop()
-            raise RuntimeError("server with requirepass did not start:\n" + open(srv.log_path).read())
-        try:
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                s.settimeout(2)
-                if s.recv(64).startswith(b"-NOAUTH"):
-                    return srv
-        except OSError:
-            pass
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def auth_server():
-    srv = _start_auth_server()
+    srv = Server("--requirepass", "secret")
     yield srv
     srv.stop()
 
@@ -289,12 +244,7 @@ def test_unauthenticated_request_limits(auth_server):
         s.sendall(encode("AUTH", "secret") + encode("ECHO", "x" * 20000))
         s.settimeout(5)
         want = b"+OK\r\n$20000\r\n" + b"x" * 20000 + b"\r\n"
-        data = b""
-        while len(data) < len(want):
-            chunk = s.recv(65536)
-            assert chunk
-            data += chunk
-        assert data == want
+        assert read_exact(s, len(want)) == want
 
 
 def test_redis_py_password(auth_server):
@@ -379,7 +329,7 @@ def test_client_setinfo_and_info(server):
         c.call("SELECT", "2")
         line = c.call("CLIENT", "INFO").decode()
         assert line.endswith("\n") and line.count("\n") == 1
-        fields = dict(f.split("=", 1) for f in line.split())
+        fields = client_fields(line)
         assert fields["id"] == str(c.call("CLIENT", "ID"))
         assert fields["name"] == "infoname"
         assert fields["db"] == "2"
@@ -402,7 +352,7 @@ def test_client_no_evict_no_touch(server):
     c = Conn(server)
     try:
         def flags():
-            return dict(f.split("=", 1) for f in c.call("CLIENT", "INFO").decode().split())["flags"]
+            return client_fields(c.call("CLIENT", "INFO").decode())["flags"]
         assert c.call("CLIENT", "NO-EVICT", "on") == b"OK"
         assert flags() == "e"
         assert c.call("CLIENT", "NO-TOUCH", "ON") == b"OK"
@@ -424,15 +374,14 @@ def test_client_list(server):
         ids = [c.call("CLIENT", "ID") for c in conns]
         conns[1].call("CLIENT", "SETNAME", "listed")
         text = conns[0].call("CLIENT", "LIST").decode()
-        lines = [dict(f.split("=", 1) for f in line.split()) for line in text.splitlines()]
+        lines = [client_fields(line) for line in text.splitlines()]
         listed = {int(l["id"]): l for l in lines}
         assert set(ids) <= set(listed)
         assert listed[ids[1]]["name"] == "listed"
         only = conns[0].call("CLIENT", "LIST", "ID", ids[1], ids[2]).decode().splitlines()
-        assert sorted(int(dict(f.split("=", 1) for f in l.split())["id"]) for l in only) == sorted(ids[1:])
+        assert sorted(int(client_fields(l)["id"]) for l in only) == sorted(ids[1:])
         assert conns[0].call("CLIENT", "LIST", "ID", "999999999") == b""
-        assert set(ids) <= {int(dict(f.split("=", 1) for f in l.split())["id"])
-                            for l in conns[0].call("CLIENT", "LIST", "TYPE", "normal").decode().splitlines()}
+        assert set(ids) <= listed_ids(conns[0].call("CLIENT", "LIST", "TYPE", "normal").decode())
         for kind in ("master", "primary", "replica", "slave", "pubsub"):
             assert conns[0].call("CLIENT", "LIST", "TYPE", kind) == b""
         assert err(conns[0].call("CLIENT", "LIST", "TYPE", "foo")) == "ERR Unknown client type 'foo'"
@@ -455,7 +404,7 @@ def test_client_kill(server):
         assert me.call("CLIENT", "KILL", "ID", my_id) == 0
         assert me.call("PING") == b"PONG"
         # Old form: by address, replies OK.
-        addr = dict(f.split("=", 1) for f in other.call("CLIENT", "INFO").decode().split())["addr"]
+        addr = client_fields(other.call("CLIENT", "INFO").decode())["addr"]
         assert me.call("CLIENT", "KILL", addr) == b"OK"
         assert other.closed_by_server()
         assert err(me.call("CLIENT", "KILL", "1.2.3.4:5")) == "ERR No such client"
@@ -670,7 +619,7 @@ def test_info_keyspace_and_shards(server, r):
     workers = {p.pid for p in server.children()}
     assert shards["shard0"]["pid"] in workers and shards["shard1"]["pid"] in workers
     assert shards["shard0"]["slots"] == "0-8191" and shards["shard1"]["slots"] == "8192-16383"
-    k1_db1 = key_slot(b"in-db1") >= WORKER_SPLIT
+    k1_db1 = worker_of("in-db1") == 1
     assert shards["shard0"]["keys"] == 3 + (0 if k1_db1 else 1)
     assert shards["shard1"]["keys"] == 2 + (1 if k1_db1 else 0)
 
@@ -1010,9 +959,10 @@ def two_proxies():
     srv.stop()
 
 
-def _spread_connections(server, n: int) -> list[Conn]:
-    """n connections (more if needed, bounded) with some on each proxy: proxy i hands out
-    client ids ≡ i+1 (mod 2)."""
+@contextlib.contextmanager
+def spread_connections(server, n: int):
+    """n connections (more if needed, bounded) with some on each proxy, closed afterwards:
+    proxy i hands out client ids ≡ i+1 (mod 2)."""
     conns = []
     try:
         while len(conns) < n or len({c.id % 2 for c in conns}) < 2:
@@ -1022,99 +972,83 @@ def _spread_connections(server, n: int) -> list[Conn]:
             conns.append(c)
             if len(conns) >= n and len({x.id % 2 for x in conns}) < 2:
                 time.sleep(0.01)
-    except BaseException:
+        yield conns
+    finally:
         for c in conns:
             c.close()
-        raise
-    return conns
+
+
+def on_other_proxy(conns: list[Conn], c: Conn) -> Conn:
+    """The first of the connections that is not on c's proxy."""
+    return next(x for x in conns if x.id % 2 != c.id % 2)
 
 
 def test_two_proxies_client_ids_and_list(two_proxies):
-    conns = _spread_connections(two_proxies, 20)
-    try:
+    with spread_connections(two_proxies, 20) as conns:
         ids = [c.id for c in conns]
         assert len(set(ids)) == len(ids)
         for c in conns[:3] + conns[-3:]:
-            listed = {int(dict(f.split("=", 1) for f in line.split())["id"])
-                      for line in c.call("CLIENT", "LIST").decode().splitlines()}
-            assert set(ids) <= listed
+            assert set(ids) <= listed_ids(c.call("CLIENT", "LIST").decode())
         clients = int(re.search(rb"connected_clients:(\d+)", conns[0].call("INFO", "clients")).group(1))
         assert clients >= len(conns)
-    finally:
-        for c in conns:
-            c.close()
 
 
 def test_two_proxies_config_and_data_are_shared(two_proxies):
-    conns = _spread_connections(two_proxies, 20)
-    try:
-        assert conns[0].call("CONFIG", "SET", "maxmemory-samples", "7", "hz", "12") == b"OK"
+    with spread_connections(two_proxies, 20) as conns:
+        try:
+            assert conns[0].call("CONFIG", "SET", "maxmemory-samples", "7", "hz", "12") == b"OK"
 
-        def everywhere():
-            return all(c.call("CONFIG", "GET", "maxmemory-samples", "hz") ==
-                       [b"maxmemory-samples", b"7", b"hz", b"12"] for c in conns)
-        wait_until(everywhere, 5)
-        keys = keys_on(0, 10, "px:") + keys_on(1, 10, "px:")
-        for i, (c, k) in enumerate(zip(conns, keys)):
-            assert c.call("SET", k, f"from-{c.id}") == b"OK"
-        for c in conns:
-            assert c.call("MGET", *keys) == [f"from-{x.id}".encode() for x in conns[:len(keys)]]
-    finally:
-        conns[0].call("CONFIG", "SET", "maxmemory-samples", "5", "hz", "10")
-        for c in conns:
-            c.close()
+            def everywhere():
+                return all(c.call("CONFIG", "GET", "maxmemory-samples", "hz") ==
+                           [b"maxmemory-samples", b"7", b"hz", b"12"] for c in conns)
+            wait_until(everywhere, 5)
+            keys = keys_on(0, 10, "px:") + keys_on(1, 10, "px:")
+            for i, (c, k) in enumerate(zip(conns, keys)):
+                assert c.call("SET", k, f"from-{c.id}") == b"OK"
+            for c in conns:
+                assert c.call("MGET", *keys) == [f"from-{x.id}".encode() for x in conns[:len(keys)]]
+        finally:
+            conns[0].call("CONFIG", "SET", "maxmemory-samples", "5", "hz", "10")
 
 
 def test_two_proxies_config_set_is_visible_once_acknowledged(two_proxies):
-    conns = _spread_connections(two_proxies, 4)
-    a = conns[0]
-    b = next(c for c in conns if c.id % 2 != a.id % 2)
-    supervisor = two_proxies.proc.pid
-    try:
-        os.kill(supervisor, signal.SIGSTOP)     # the relay between proxies is slow for a while
+    with spread_connections(two_proxies, 4) as conns:
+        a = conns[0]
+        b = on_other_proxy(conns, a)
+        supervisor = two_proxies.proc.pid
         try:
-            a.sock.sendall(encode("CONFIG", "SET", "maxmemory-samples", "9"))
-            a.sock.settimeout(0.5)
+            os.kill(supervisor, signal.SIGSTOP)     # the relay between proxies is slow for a while
             try:
-                early = a.sock.recv(64)          # a server that waits for the others answers later
-            except socket.timeout:
-                early = None
-            if early is not None:
-                assert early == b"+OK\r\n"
+                a.sock.sendall(encode("CONFIG", "SET", "maxmemory-samples", "9"))
+                a.sock.settimeout(0.5)
+                try:
+                    early = a.sock.recv(64)          # a server that waits for the others answers later
+                except socket.timeout:
+                    early = None
+                if early is not None:
+                    assert early == b"+OK\r\n"
+                    assert b.call("CONFIG", "GET", "maxmemory-samples") == [b"maxmemory-samples", b"9"]
+            finally:
+                os.kill(supervisor, signal.SIGCONT)
+            if early is None:
+                assert a.reply() == b"OK"
                 assert b.call("CONFIG", "GET", "maxmemory-samples") == [b"maxmemory-samples", b"9"]
         finally:
             os.kill(supervisor, signal.SIGCONT)
-        if early is None:
-            assert a.reply() == b"OK"
-            assert b.call("CONFIG", "GET", "maxmemory-samples") == [b"maxmemory-samples", b"9"]
-    finally:
-        os.kill(supervisor, signal.SIGCONT)
-        wait_until(lambda: a.call("CONFIG", "SET", "maxmemory-samples", "5") == b"OK", 5)
-        for c in conns:
-            c.close()
+            wait_until(lambda: a.call("CONFIG", "SET", "maxmemory-samples", "5") == b"OK", 5)
 
 
 def test_two_proxies_client_kill_across_proxies(two_proxies):
-    conns = _spread_connections(two_proxies, 4)
-    try:
+    with spread_connections(two_proxies, 4) as conns:
         killer = conns[0]
-        victim = next(c for c in conns if c.id % 2 != killer.id % 2)
+        victim = on_other_proxy(conns, killer)
         killer.call("CLIENT", "KILL", "ID", victim.id)
         assert victim.closed_by_server()
         assert killer.call("PING") == b"PONG"
-        assert victim.id not in {int(dict(f.split("=", 1) for f in line.split())["id"])
-                                 for line in killer.call("CLIENT", "LIST").decode().splitlines()}
-    finally:
-        for c in conns:
-            c.close()
+        assert victim.id not in listed_ids(killer.call("CLIENT", "LIST").decode())
 
 
 def test_two_proxies_client_kill_counts_clients_of_other_proxies(two_proxies):
-    conns = _spread_connections(two_proxies, 4)
-    try:
+    with spread_connections(two_proxies, 4) as conns:
         killer = conns[0]
-        victim = next(c for c in conns if c.id % 2 != killer.id % 2)
-        assert killer.call("CLIENT", "KILL", "ID", victim.id) == 1
-    finally:
-        for c in conns:
-            c.close()
+        assert killer.call("CLIENT", "KILL", "ID", on_other_proxy(conns, killer).id) == 1

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,10 +12,9 @@ import psutil
 import pytest
 import redis
 
-from server import ROOT, Server, free_port
+from server import ROOT, Server, free_port, server_env, stop_tree, tcp, unix, wait_answering
 
 SCRIPT = shutil.which("shardd-server")
-ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def server_cmd(console_script: bool = False) -> list[str]:
@@ -30,7 +27,7 @@ def server_cmd(console_script: bool = False) -> list[str]:
 def run_cli(*args: str, console_script: bool = False, timeout: float = 20.0, cwd=None) -> subprocess.CompletedProcess:
     """Run a command that is expected to exit by itself (bounded)."""
     return subprocess.run([*server_cmd(console_script), *args], capture_output=True, text=True,
-                          timeout=timeout, env=ENV, cwd=cwd or str(ROOT))
+                          timeout=timeout, env=server_env(), cwd=cwd or str(ROOT))
 
 
 class Launched:
@@ -40,7 +37,7 @@ class Launched:
         self.log_path = tmp / f"launched-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([*server_cmd(console_script), *args], stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=ENV, cwd=str(tmp))
+                                     stderr=subprocess.STDOUT, env=server_env(), cwd=str(tmp))
         self.kids: list[int] = []
 
     def output(self) -> str:
@@ -48,49 +45,20 @@ class Launched:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, connect, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        if not wait_answering(self.proc, connect, timeout):
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                with connect() as s:
-                    s.settimeout(2)
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        self.kids = [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server did not start:\n{self.output()}")
+            raise AssertionError(f"server did not start:\n{self.output()}")
+        self.kids = [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
 
     def stop(self) -> int | None:
         try:
             self.kids += [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
             pass
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        procs = []
-        for pid in set(self.kids):
-            try:
-                procs.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=5)
-        for p in alive:
-            p.kill()
+        returncode = stop_tree(self.proc, set(self.kids))
         self.log.close()
-        return self.proc.returncode
-
-
-def tcp(port: int):
-    return lambda: socket.create_connection(("127.0.0.1", port), timeout=2)
+        return returncode
 
 
 # --- --version, --help ----------------------------------------------------------------------------
@@ -286,20 +254,10 @@ def test_second_server_on_the_same_port_fails(tmp_path):
 
 def test_port_0_and_unixsocket(tmp_path):
     path = str(tmp_path / "shardd.sock")
-
-    def unix():
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(2)
-        try:
-            s.connect(path)
-        except OSError:
-            s.close()
-            raise
-        return s
     srv = Launched(["--port", "0", "--unixsocket", path, "--unixsocketperm", "700", "--save", "",
                     "--dir", str(tmp_path), "--worker-processes", "2"], tmp_path)
     try:
-        srv.wait_ready(unix)
+        srv.wait_ready(unix(path))
         assert oct(os.stat(path).st_mode & 0o777) == oct(0o700)
         c = redis.Redis(unix_socket_path=path, socket_timeout=10)
         try:
@@ -316,20 +274,10 @@ def test_port_0_and_unixsocket(tmp_path):
 
 def test_unix_socket_client_addresses(tmp_path):
     path = str(tmp_path / "addr.sock")
-
-    def unix():
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(2)
-        try:
-            s.connect(path)
-        except OSError:
-            s.close()
-            raise
-        return s
     srv = Launched(["--port", "0", "--unixsocket", path, "--save", "", "--dir", str(tmp_path),
                     "--worker-processes", "1"], tmp_path)
     try:
-        srv.wait_ready(unix)
+        srv.wait_ready(unix(path))
         c = redis.Redis(unix_socket_path=path, socket_timeout=10)
         try:
             info = c.client_info()

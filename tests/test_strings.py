@@ -7,24 +7,13 @@ and {b} is slot 3300 (worker 0, slots 0-8191); see test_tags_cover_both_workers.
 from __future__ import annotations
 
 import os
-import shlex
-import socket
-import subprocess
-import tempfile
 import time
 
 import pytest
 from redis.crc import key_slot
 
-from server import Server, free_port
-
-REDIS_SERVER = "/usr/bin/redis-server"
-HALF = 8192                      # worker 0 owns slots < HALF, worker 1 the rest
-
-
-def worker_of(key: str | bytes) -> int:
-    return 0 if key_slot(key.encode() if isinstance(key, str) else key) < HALF else 1
-
+from helpers import RawConnection, encode, oracle_cases, run_both, worker_of
+from server import Server
 
 A = "{a}"    # worker 1
 B = "{b}"    # worker 0
@@ -37,145 +26,8 @@ def test_tags_cover_both_workers():
     assert {worker_of(k) for k in keys} == {0, 1}
 
 
-# -- raw RESP ------------------------------------------------------------------------------------
-
-class RawConn:
-    """A RESP connection whose replies come back as their exact bytes."""
-
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    @staticmethod
-    def encode(*args) -> bytes:
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        return b"".join(out)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def call(self, *args) -> bytes:
-        self.send(self.encode(*args))
-        return self.read()
-
-    def _more(self) -> None:
-        chunk = self.sock.recv(1 << 16)
-        if not chunk:
-            raise ConnectionError("connection closed")
-        self.buf += chunk
-
-    def _end(self, pos: int) -> int:
-        """Index just past the reply starting at buf[pos] (reading more as needed)."""
-        while (eol := self.buf.find(b"\r\n", pos)) < 0:
-            self._more()
-        kind, head, nxt = self.buf[pos:pos + 1], self.buf[pos + 1:eol], eol + 2
-        if kind in b"+-:_,#(":
-            return nxt
-        if kind in b"$=!":
-            n = int(head)
-            if n < 0:
-                return nxt
-            while len(self.buf) < nxt + n + 2:
-                self._more()
-            return nxt + n + 2
-        if kind in b"*~>%|":
-            n = int(head)
-            for _ in range(max(n, 0) * (2 if kind in b"%|" else 1)):
-                nxt = self._end(nxt)
-            return nxt
-        raise AssertionError(f"not RESP: {self.buf[pos:pos + 40]!r}")
-
-    def read(self) -> bytes:
-        end = self._end(0)
-        reply, self.buf = self.buf[:end], self.buf[end:]
-        return reply
-
-
-# -- fixtures ------------------------------------------------------------------------------------
-
-@pytest.fixture
-def raw(server, r):
-    """A raw connection to the (flushed) server."""
-    conn = RawConn(server.port)
-    yield conn
-    conn.close()
-
-
-def _start_oracle() -> tuple[subprocess.Popen, int, str]:
-    workdir = tempfile.mkdtemp(prefix="shardd-oracle-")
-    for _ in range(3):                     # a free port can be taken before redis binds it
-        port = free_port()
-        proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
-                                 "--save", "", "--appendonly", "no", "--dir", workdir],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    s.settimeout(2)
-                    if s.recv(16).startswith(b"+PONG"):
-                        return proc, port, workdir
-            except OSError:
-                time.sleep(0.05)
-        proc.kill()
-        proc.wait(5)
-    raise RuntimeError("redis-server (oracle) did not start")
-
-
-@pytest.fixture(scope="module")
-def oracle_port():
-    if not os.path.exists(REDIS_SERVER):
-        pytest.skip(f"{REDIS_SERVER} is not installed")
-    proc, port, _ = _start_oracle()
-    try:
-        yield port
-    finally:
-        proc.kill()                        # our own redis-server, by its PID
-        proc.wait(5)
-
-
-@pytest.fixture(scope="module")
-def pair(server, oracle_port):
-    """(shardd, redis) raw connections, kept for the module."""
-    s, o = RawConn(server.port), RawConn(oracle_port)
-    yield s, o
-    s.close()
-    o.close()
-
-
 # Run after a case that changed connection or server state with a "!" command, even if it failed.
 RESTORE = [("HELLO", "2"), ("CONFIG", "SET", "proto-max-bulk-len", "512mb")]
-
-
-def run_both(pair, commands: list) -> None:
-    """Run each command on both servers from an empty db 0 and compare the raw replies.
-
-    A command given as ("!", cmd) runs on both without comparing (HELLO, CONFIG SET)."""
-    s, o = pair
-    for conn in pair:
-        assert conn.call("SELECT", "0") == b"+OK\r\n"
-        assert conn.call("FLUSHALL") == b"+OK\r\n"
-    try:
-        for command in commands:
-            compare = True
-            if isinstance(command, tuple) and command[0] == "!":
-                compare, command = False, command[1]
-            args = shlex.split(command) if isinstance(command, str) else command
-            got, want = s.call(*args), o.call(*args)
-            if compare:
-                assert got == want, f"{args!r}: shardd {got!r} != redis {want!r}"
-    finally:
-        if any(isinstance(c, tuple) for c in commands):
-            for conn in pair:
-                for args in RESTORE:
-                    conn.call(*args)
 
 
 # -- the oracle table ----------------------------------------------------------------------------
@@ -321,16 +173,9 @@ STRING_CASES = [
 ]
 
 
-def _case_id(case) -> str:
-    last = case[-1]
-    text = " ".join(last) if isinstance(last, list) else (last if isinstance(last, str) else last[1])
-    return text[:60]
-
-
-@pytest.mark.parametrize("case", STRING_CASES,
-                         ids=[c.id if hasattr(c, "marks") else _case_id(c) for c in STRING_CASES])
+@oracle_cases(STRING_CASES)
 def test_oracle(pair, case):
-    run_both(pair, case)
+    run_both(pair, case, RESTORE)
 
 
 def test_oracle_table_size():
@@ -347,7 +192,7 @@ def test_oracle_proto_max_bulk_len(pair):
         ["MSET", "{a}1", "x" * 600, "{a}2", "y" * 600, "{b}4", "x" * 600], "LCS {a}1 {a}2",
         "LCS {a}1 {a}2 LEN", "LCS {a}1 {b}4 LEN", ["SET", "{a}3", "z" * 400],
         "LCS {a}1 {a}3 LEN", "LCS {b}4 {a}3",
-    ])
+    ], RESTORE)
 
 
 # -- SET ---------------------------------------------------------------------------------------
@@ -731,8 +576,8 @@ def test_pipeline_order_across_workers(raw):
     commands = []
     for i in range(500):
         key = (A if i % 2 else B) + str(i % 7)
-        commands.append(RawConn.encode("INCR", key))
-        commands.append(RawConn.encode("GET", key))
+        commands.append(encode("INCR", key))
+        commands.append(encode("GET", key))
     raw.send(b"".join(commands))
     counts: dict[str, int] = {}
     for i in range(500):
@@ -745,11 +590,11 @@ def test_pipeline_order_across_workers(raw):
 
 def test_pipeline_multikey_only(raw):
     """Cross-worker MGET/MSET/DEL in one write, merged in argument order."""
-    data = b"".join([RawConn.encode("MSET", A + "0", "a", B + "0", "b"),
-                     RawConn.encode("MGET", B + "0", A + "0", B + "x"),
-                     RawConn.encode("EXISTS", A + "0", B + "0", A + "0"),
-                     RawConn.encode("DEL", B + "0", A + "0", B + "0"),
-                     RawConn.encode("MGET", A + "0", B + "0")])
+    data = b"".join([encode("MSET", A + "0", "a", B + "0", "b"),
+                     encode("MGET", B + "0", A + "0", B + "x"),
+                     encode("EXISTS", A + "0", B + "0", A + "0"),
+                     encode("DEL", B + "0", A + "0", B + "0"),
+                     encode("MGET", A + "0", B + "0")])
     raw.send(data)
     assert raw.read() == b"+OK\r\n"
     assert raw.read() == b"*3\r\n$1\r\nb\r\n$1\r\na\r\n$-1\r\n"
@@ -760,10 +605,10 @@ def test_pipeline_multikey_only(raw):
 
 def _replies(port: int, commands: list[tuple], timeout: float = 2.0) -> list[bytes]:
     """Send the commands in one write; the replies that arrived before a timeout."""
-    conn = RawConn(port, timeout=timeout)
+    conn = RawConnection(port, timeout=timeout)
     replies = []
     try:
-        conn.send(b"".join(RawConn.encode(*c) for c in commands))
+        conn.send(b"".join(encode(*c) for c in commands))
         for _ in commands:
             replies.append(conn.read())
     except OSError:
@@ -806,7 +651,7 @@ def test_pipelined_select_then_get():
 
 def test_select_then_get_separate_writes(server, r):
     r.set(A + "k", "db0")
-    conn = RawConn(server.port)
+    conn = RawConnection(server.port)
     try:
         assert conn.call("SELECT", "1") == b"+OK\r\n"
         assert conn.call("GET", A + "k") == b"$-1\r\n"
@@ -818,7 +663,7 @@ def test_select_then_get_separate_writes(server, r):
 
 
 def test_resp3_nulls(server, r):
-    conn = RawConn(server.port)
+    conn = RawConnection(server.port)
     try:
         assert conn.call("HELLO", "3").startswith(b"%")
         assert conn.call("GET", A + "nokey") == b"_\r\n"

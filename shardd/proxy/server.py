@@ -527,7 +527,8 @@ class Client(asyncio.Protocol):
             raw = data if not self.carry else None
             self.carry = []
             self.carried = 0
-        if cmds and (raw is None or not self.authenticated or self.paused or not self.dispatch_direct(cmds, raw)):
+        if cmds and (raw is None or self.multi is not None or not self.authenticated or self.paused
+                     or not self.dispatch_direct(cmds, raw)):
             self.dispatch(cmds, raw)
 
     def dispatch_direct(self, cmds: list[list[bytes]], raw: bytes) -> bool:
