@@ -267,13 +267,13 @@ class Supervisor:
                             self.cfg, self.ranges[w], restarted)
         self.workers[self._fork("W", "worker-cpulist", w, body)] = w
 
-    def spawn_proxy(self, p: int) -> None:
+    def spawn_proxy(self, p: int, restarted: bool = False) -> None:
         parent_end, child_end = socket.socketpair()
 
         def body() -> None:
             parent_end.close()
             from .proxy import server as proxy_server
-            info = dict(self.info, control=child_end, proxy_index=p, lock_path=self.lock_path,
+            info = dict(self.info, control=child_end, proxy_index=p, lock_path=self.lock_path, restarted=restarted,
                         proxy_stats=self.plumbing.proxy_stats, slot_ranges=self.ranges)
             proxy_server.run(p, self.n_proxies, self.plumbing.proxy_links(p),
                              self.plumbing.proxy_wakers[p], self.cfg, self.slotmap,
@@ -470,7 +470,7 @@ class Supervisor:
             elif pid in self.proxies:
                 p = self.proxies.pop(pid)
                 log.log("warning", f"Proxy {p} (pid {pid}) exited with status {status}; restarting it")
-                self.spawn_proxy(p)
+                self.spawn_proxy(p, restarted=True)
 
     # -- messages from proxies -------------------------------------------------------------
     def on_control(self, p: int) -> None:

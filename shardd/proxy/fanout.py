@@ -85,7 +85,12 @@ def planned(*names: str, route: str = MULTI, cross_shard: bool = False):
     command's keys turn out to span workers)."""
     def register(planner: Callable[..., Plan]) -> Callable[..., Plan]:
         def handler(conn, argv: list[bytes]) -> bytes | None:
-            return run_plan(conn, planner(conn, argv))
+            try:
+                plan = planner(conn, argv)
+            except errors.CommandError as exc:
+                # The cross-shard fallback is called outside dispatch's error handling.
+                return resp.error(str(exc))
+            return run_plan(conn, plan)
         for name in names:
             PLANNERS[name] = planner
             if cross_shard:
@@ -204,16 +209,18 @@ def scan(conn, argv: list[bytes]) -> Plan:
 
 @planned("swapdb", route=ALL)
 def swapdb(conn, argv: list[bytes]) -> Plan:
+    from ..numbers import string2ll
     databases = conn.proxy.config.values["databases"]
     indexes = []
+    # Both indexes parse as C ints (getIntFromObjectOrReply) before either is range-checked.
     for value, message in ((argv[1], errors.INVALID_FIRST_DB), (argv[2], errors.INVALID_SECOND_DB)):
-        try:
-            index = int(value)
-        except ValueError:
+        index = string2ll(value)
+        if index is None or not -(1 << 31) <= index < (1 << 31):
             raise errors.CommandError(message)
-        if not 0 <= index < databases:
-            raise errors.CommandError(errors.DB_INDEX)
-        indexes.append(str(index).encode())
+        indexes.append(index)
+    if not all(0 <= index < databases for index in indexes):
+        raise errors.CommandError(errors.DB_INDEX)
+    indexes = [str(index).encode() for index in indexes]
     return Parts(every_worker(conn, [b"__swapdb", *indexes]), all_ok)
 
 

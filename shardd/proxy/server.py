@@ -354,6 +354,21 @@ class Proxy:
                 return
             self.waker.cancel_sleep()
 
+    def take_over(self, timeout: float = 10.0) -> None:
+        """A restarted proxy: have every worker drop what our predecessor left in our rings
+        (and any hold it had), then skip the replies it never read."""
+        for link in self.links:
+            link.epoch[2] += 1
+            link.worker_waker.wake_if_sleeping(force=True)
+        deadline = time.monotonic() + timeout
+        while any(link.epoch[2] != link.epoch[3] for link in self.links) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        for link in self.links:
+            ring = link.replies.ring
+            ring.counters[8] = ring.counters[0]
+            ring.set_want_space(0)
+            link.replies.reset()
+
     def resync(self, w: int, link: WorkerLink) -> None:
         """Worker w was restarted: fail what it had in flight, empty the rings it abandoned
         (it leaves them alone until we acknowledge), and let it start."""
@@ -876,6 +891,8 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
         proxy.publish_stats()
         loop.call_later(0.1, watch_parent)
 
+    if server_info.get("restarted"):
+        proxy.take_over()
     for sock in listeners:
         backlog = config.values.get("tcp-backlog", 511)
         loop.run_until_complete(loop.create_server(lambda: Client(proxy), sock=sock, backlog=backlog))

@@ -35,7 +35,8 @@ class ProxyLink:
     control: FrameReader
     replies: FrameWriter
     proxy_waker: Waker
-    epoch: memoryview         # [0] our restart generation, [1] the proxy's acknowledged one
+    epoch: memoryview         # [0] our restart generation, [1] the proxy's acknowledgement of it;
+                              # [2] the proxy's restart generation, [3] our acknowledgement
 
     def in_sync(self) -> bool:
         return self.epoch[0] == self.epoch[1]
@@ -90,6 +91,9 @@ class Worker:
                 self.sleep(min(next_tick - now, 0.05))
 
     def turn(self) -> bool:
+        for link in self.links:
+            if link.epoch[2] != link.epoch[3]:
+                self.proxy_restarted(link)
         if self.held_by is not None:
             return self.turn_held(self.held_by)
         worked = False
@@ -129,6 +133,19 @@ class Worker:
             if n or moved or link.requests.assembling():
                 worked = True
         return worked
+
+    def proxy_restarted(self, link: ProxyLink) -> None:
+        """A new proxy process took over this link: forget what the old one sent (a frame may
+        be half-written), drop its hold, and let it start."""
+        for reader in (link.requests, link.control):
+            reader.ring.counters[8] = reader.ring.counters[0]
+            reader.ring.set_want_space(0)
+            reader.reset()
+        link.replies.pending.clear()
+        if self.held_by is link:
+            self.held_by = None
+        link.epoch[3] = link.epoch[2]
+        link.proxy_waker.wake_if_sleeping(force=True)
 
     def turn_held(self, link: ProxyLink) -> bool:
         """While held, only the holder's control frames run."""
