@@ -7,6 +7,7 @@ coordinator, so it is atomic. MULTI/EXEC plans its queued commands the same way.
 """
 from __future__ import annotations
 
+import pickle
 import random
 from typing import Awaitable, Callable, NamedTuple
 
@@ -292,3 +293,28 @@ def copy_across(conn, argv: list[bytes]) -> Steps:
         decode_or_raise((await hold.run([(wd, [b"__restore", dst, payload], sd)], db=target))[0])
         return resp.ONE
     return steps
+
+
+# -- helpers for multi-key commands of every type (SMOVE, LMOVE, *STORE, BITOP, PFMERGE, SORT
+# STORE …) whose keys span workers: read the values where they live, compute, write back,
+# all inside one hold.
+
+async def fetch_values(hold, conn, keys: list[bytes]) -> list[tuple[object, int | None] | None]:
+    """(value, absolute expiry ms) of each key, or None when missing, in one round."""
+    parts = [(*shard_of(conn, key), key) for key in keys]
+    replies = await hold.run([(w, [b"__dump", key], slot) for w, slot, key in parts])
+    return [None if (p := decode_or_raise(r)) is None else pickle.loads(p) for r in replies]
+
+
+async def store_values(hold, conn, items: list[tuple[bytes, object, int | None]], db: int | None = None) -> None:
+    """Write (key, value, absolute expiry ms or None) to each key's worker in one round;
+    a value of None deletes the key."""
+    parts = []
+    for key, value, when in items:
+        w, slot = shard_of(conn, key)
+        if value is None:
+            parts.append((w, [b"DEL", key], slot))
+        else:
+            parts.append((w, [b"__restore", key, pickle.dumps((value, when), pickle.HIGHEST_PROTOCOL)], slot))
+    for r in await hold.run(parts, db=db):
+        decode_or_raise(r)
