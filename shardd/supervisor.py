@@ -487,9 +487,20 @@ class Supervisor:
             elif op == "broadcast":
                 self.broadcast(msg["msg"], exclude=p)
             elif op == "query":
+                if msg.get("what") == "config_set":
+                    self.apply_config(msg.get("args") or [])
                 self.broadcast(msg, exclude=p)
+            elif op == "config_set":
+                # A proxy applied CONFIG SET (loglevel …): the supervisor's own copy follows.
+                self.apply_config(msg.get("pairs") or [])
             elif op == "answer":
                 self.broadcast(msg, exclude=None, only=msg["to"])
+
+    def apply_config(self, pairs: list[tuple[str, str]]) -> None:
+        try:
+            self.cfg.config_set(pairs)
+        except Exception:   # the proxy that was asked already answered the client
+            pass
 
     def broadcast(self, msg: dict, exclude: int | None = None, only: int | None = None) -> None:
         for i, sock in enumerate(self.control):
@@ -865,7 +876,8 @@ def run(cfg) -> int:
         write_pidfile(pidfile)
     log.log("notice", f"Running mode=standalone, port={values['port']}.")
     check_tcp_backlog(values.get("tcp-backlog", 511))
-    # Import every command family before forking so all processes share one table.
+    # Import every command family before forking so all processes share one table (after
+    # daemonizing: worker/server_cmds.py takes psutil.Process() of the importing process).
     from .worker import coordination, server_cmds, t_keys, t_string  # noqa: F401
     from .proxy import handlers  # noqa: F401
     sup = Supervisor(cfg, supervised=supervised, ready_fd=ready_fd, pidfile=pidfile, daemonized=background)

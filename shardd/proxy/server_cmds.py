@@ -49,7 +49,7 @@ def section_server(proxy, workers, totals) -> list[str]:
         "redis_git_sha1:00000000", "redis_git_dirty:0", "redis_build_id:0", "server_mode:standalone",
         f"os:{platform.system()} {platform.release()} {platform.machine()}", "arch_bits:64",
         "monotonic_clock:POSIX clock_gettime", "multiplexing_api:epoll", "gcc_version:0.0.0",
-        f"process_id:{info['process_id']}", f"process_supervised:{cfg.get('supervised', 'no')}",
+        f"process_id:{info['process_id']}", f"process_supervised:{info.get('supervised', 'no')}",
         f"run_id:{info['run_id']}", f"tcp_port:{cfg['port']}", f"server_time_usec:{int(now * 1e6)}",
         f"uptime_in_seconds:{uptime}", f"uptime_in_days:{uptime // 86400}", f"hz:{cfg['hz']}",
         f"configured_hz:{cfg['hz']}", f"lru_clock:{int(now) & ((1 << 24) - 1)}",
@@ -293,6 +293,7 @@ def config_set(conn, argv: list[bytes]) -> bytes | None:
     for name, value in pairs:
         flat += [name.encode(), value.encode("utf-8", "surrogateescape")]
     parts = [(w, flat, lo) for w, (lo, _) in enumerate(proxy.info["slot_ranges"])]
+    proxy.send_control({"op": "config_set", "pairs": pairs})   # the supervisor's own settings (loglevel …)
     # Answer only once every proxy and every worker has the new values.
     proxy.ask_all(conn, "config_set", pairs, lambda answers: conn.followup(parts, all_ok))
     return None

@@ -9,7 +9,7 @@ commands run inside one hold, so the transaction is atomic as a whole.
 from __future__ import annotations
 
 from .. import errors, resp
-from ..commands import LOCAL, SINGLE, CommandSpec, proxy_command
+from ..commands import LOCAL, MULTI, SINGLE, CommandSpec, proxy_command
 from ..errors import CommandError
 from ..frames import GUARD, NO_REPLY
 from ..slots import keyslot
@@ -21,6 +21,16 @@ IMMEDIATE = frozenset(("exec", "discard", "multi", "watch", "quit", "reset"))
 
 
 def queue(conn, spec: CommandSpec, argv: list[bytes]) -> bytes:
+    if spec.subcommands and len(argv) > 1:
+        # A container the proxy answers itself (CONFIG, CLIENT …): its subcommand is checked
+        # now, as Valkey's processCommand does, so a bad one aborts the transaction.
+        sub = spec.subcommands.get(argv[1].decode("utf-8", "replace").lower())
+        if sub is None:
+            conn.multi_error = True
+            return resp.error(errors.unknown_subcommand(argv[1], spec.name))
+        if not sub.arity_ok(len(argv)):
+            conn.multi_error = True
+            return resp.error(errors.wrong_arity(sub.name))
     if spec.route is SINGLE and spec.worker_handler is None and not spec.subcommands:
         conn.multi_error = True
         return resp.error(errors.unknown_command(argv[0], argv[1:]))
@@ -104,7 +114,11 @@ def one_worker(conn, queued: list[list[bytes]]) -> int | None:
     worker = None
     for argv in queued:
         spec = command_spec(conn, argv)
-        if spec is None or spec.route is not SINGLE:
+        if spec is None:
+            return None
+        # Multi-key commands (MGET, MSET, DEL …) whose keys are all on one worker run there as
+        # they are, like a plain single-worker command: no coordinator.
+        if spec.route is not SINGLE and (spec.route is not MULTI or spec.worker_handler is None):
             return None
         keys = spec.keys(argv)
         if not keys:

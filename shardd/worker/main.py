@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import hiredis
 
-from .. import commands, errors, resp
+from .. import commands, errors, log, resp
 from ..frames import EXEC_ALL, FRAMED_REPLY, GUARD, HOLD, IN_HOLD, NO_REPLY, RELEASE, REPLY, REQUEST
 from .coordination import forget_watches, watch_fired
 from ..ring import FrameReader, FrameWriter, Waker
@@ -287,7 +287,7 @@ class Worker:
         except errors.CommandError as exc:
             return resp.error(str(exc))
         except Exception as exc:  # a bug must not take the shard down with it
-            traceback.print_exc(file=sys.stderr)
+            log.log("warning", f"internal error in {argv[0]!r}: {traceback.format_exc()}")
             return resp.error(f"ERR internal error in '{argv[0].decode('utf-8', 'replace')}': {exc.__class__.__name__}")
 
 
@@ -295,4 +295,6 @@ def run(shard: int, links: list[ProxyLink], waker: Waker, config, slot_range: tu
         restarted: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    from .server_cmds import worker_process
+    worker_process()      # the RSS baseline of INFO's used_memory, before any data
     Worker(shard, links, waker, config, slot_range, restarted).run()

@@ -12,17 +12,26 @@ from ..errors import CommandError
 from .context import Ctx
 
 _counters = ("hits", "misses", "expired")
-_process = psutil.Process()
-# RSS when the worker had no data: used_memory is what grew since (until the memory issue
-# brings a per-value account).
-_baseline_rss = _process.memory_info().rss
+_process: psutil.Process | None = None
+_baseline_rss = 0
+
+
+def worker_process() -> psutil.Process:
+    """This worker's process (made in the worker: the module is imported before the fork).
+    Its RSS at first use is the baseline: used_memory is what grew since (until the memory
+    issue brings a per-value account)."""
+    global _process, _baseline_rss
+    if _process is None or _process.pid != os.getpid():
+        _process = psutil.Process()
+        _baseline_rss = _process.memory_info().rss
+    return _process
 
 
 @worker_command("info")
 def info(ctx: Ctx, argv: list[bytes]) -> bytes:
     """This worker's figures, as a flat map the proxy sums and formats."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    rss = _process.memory_info().rss
+    rss = worker_process().memory_info().rss
     fields: dict[str, int | float] = {
         "pid": os.getpid(),
         "shard": ctx.shard,
