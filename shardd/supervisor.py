@@ -324,7 +324,10 @@ class Supervisor:
 
     def _child(self, role: str) -> None:
         _die_with_parent()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # The supervisor's handlers only wake its loop: a SIGTERM arriving before this child
+        # installs its own must stop it, not be swallowed.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         # Only the supervisor talks to systemd and to a daemonizing parent.
         if self.ready_fd is not None:
