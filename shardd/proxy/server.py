@@ -547,14 +547,15 @@ class Client(asyncio.Protocol):
             self.dispatch(cmds, raw)
 
     def dispatch_direct(self, cmds: list[list[bytes]], raw: bytes) -> bool:
-        """The common read: plain single-key commands all bound for one worker. The read's
-        bytes go on as they came, in one frame, with one place for all the replies. False
-        (nothing done) when the read needs the general path."""
+        """The common read: plain single-key commands. The read's bytes go on as they came,
+        one frame per worker naming the commands it runs; consecutive commands of one worker
+        share one place in the reply order. False (nothing done) when the read needs the
+        general path."""
         proxy = self.proxy
         names = proxy.names
         slotmap = proxy.slotmap
         slots = []
-        worker = -1
+        workers = []
         for argv in cmds:
             spec = names.get(argv[0])
             if spec is None:
@@ -564,23 +565,46 @@ class Client(asyncio.Protocol):
             if not k or ((len(argv) != a) if a > 0 else (len(argv) < -a)):
                 return False
             slot = keyslot(argv[k])
-            w = slotmap[slot]
-            if w != worker:
-                if worker >= 0:
-                    return False
-                worker = w
             slots.append(slot)
+            workers.append(slotmap[slot])
         n = len(cmds)
         proxy.stats["total_commands_processed"] += n
         self.last_argv = cmds[-1]
-        entry = Entry()
-        self.out.append(entry)
-        bid = proxy.take_batch_id()
-        slot_bytes = array.array("H", slots).tobytes()
-        frame = b"".join((FRAMED_REQUEST.pack(REQUEST.size + 4 + len(slot_bytes) + len(raw), bid, self.id,
-                                              self.db, self.proto, EXEC_ALL, n, 1, 0),
-                          n.to_bytes(4, "little"), slot_bytes, raw))
-        proxy.send_frame(worker, bid, frame, self, [entry])
+        first = workers[0]
+        if workers.count(first) == n:
+            entry = Entry()
+            self.out.append(entry)
+            bid = proxy.take_batch_id()
+            slot_bytes = array.array("H", slots).tobytes()
+            frame = b"".join((FRAMED_REQUEST.pack(REQUEST.size + 4 + len(slot_bytes) + len(raw), bid, self.id,
+                                                  self.db, self.proto, EXEC_ALL, n, 1, 0),
+                              n.to_bytes(4, "little"), slot_bytes, raw))
+            proxy.send_frame(first, bid, frame, self, [entry])
+            return True
+        frames: dict[int, tuple[list[int], list[int], list[int], list[Entry]]] = {}
+        out = self.out
+        last = -1
+        for i, w in enumerate(workers):
+            f = frames.get(w)
+            if f is None:
+                f = frames[w] = ([], [], [], [])
+            if w != last:
+                e = Entry()
+                out.append(e)
+                f[2].append(1)
+                f[3].append(e)
+                last = w
+            else:
+                f[2][-1] += 1
+            f[0].append(i)
+            f[1].append(slots[i])
+        for w, (indices, wslots, runs, targets) in frames.items():
+            bid = proxy.take_batch_id()
+            parts = (array.array("I", runs).tobytes(), array.array("I", indices).tobytes(),
+                     array.array("H", wslots).tobytes(), raw)
+            size = REQUEST.size + len(parts[0]) + len(parts[1]) + len(parts[2]) + len(raw)
+            head = FRAMED_REQUEST.pack(size, bid, self.id, self.db, self.proto, 0, len(indices), len(runs), 0)
+            proxy.send_frame(w, bid, b"".join((head, *parts)), self, targets)
         return True
 
     def go_strict(self, data: bytes) -> None:
