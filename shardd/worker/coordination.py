@@ -12,7 +12,6 @@ from ..commands import internal_command
 from ..slots import keyslot
 from . import keyspace
 from .context import Ctx
-from .keyspace import Db
 
 
 @internal_command("__watch", -2)
@@ -21,6 +20,10 @@ def watch(ctx: Ctx, argv: list[bytes]) -> bytes:
     db = ctx.db
     mine = ctx.watching.setdefault(ctx.client_id, [])
     for key in argv[1:]:
+        # A key that has already expired goes now. Valkey flags such a watch as expired at
+        # WATCH time, and neither its expiry nor its later deletion aborts EXEC; once it is
+        # deleted here, nothing will (a new value for the key still does).
+        db.lookup(key, keyslot(key))
         clients = db.watched.setdefault(key, set())
         if ctx.client_id not in clients:
             clients.add(ctx.client_id)
@@ -76,14 +79,8 @@ def restore(ctx: Ctx, argv: list[bytes]) -> bytes:
     """Store a value __dump produced (replacing any value, TTL included)."""
     key = argv[1]
     value, when = pickle.loads(argv[2])
-    store_with_expiry(ctx.db, key, keyslot(key), value, when)
+    ctx.db.store_expiring(key, keyslot(key), value, when)
     return resp.OK
-
-
-def store_with_expiry(db: Db, key: bytes, slot: int, value, when: int | None) -> None:
-    db.store(key, slot, value)
-    if when is not None:
-        db.set_expire(key, slot, when)
 
 
 @internal_command("__swapdb", 3)

@@ -81,6 +81,12 @@ class Db:
         if self.watched:
             self.touch(key)
 
+    def store_expiring(self, key: bytes, slot: int, value: Any, when_ms: int | None) -> None:
+        """store() with an absolute expiry (None: no TTL): a value moved or copied with its TTL."""
+        self.store(key, slot, value)
+        if when_ms is not None:
+            self.set_expire(key, slot, when_ms)
+
     def replace(self, key: bytes, slot: int, value: Any) -> None:
         """Set key to value keeping its TTL (APPEND, INCR, SETRANGE, SET KEEPTTL)."""
         d = self.data.get(slot)

@@ -448,9 +448,7 @@ def _rename(ctx: Ctx, argv: list[bytes], nx: bool) -> bytes:
         return ZERO
     when = db.get_expire(src, src_slot)
     db.delete(src, src_slot)
-    db.store(dst, dst_slot, value)
-    if when is not None:
-        db.set_expire(dst, dst_slot, when)
+    db.store_expiring(dst, dst_slot, value, when)
     return ONE if nx else resp.OK
 
 
@@ -497,10 +495,7 @@ def copy_command(ctx: Ctx, argv: list[bytes]) -> bytes:
         if not replace:
             return ZERO
         to_db.delete(dst, dst_slot)
-    to_db.store(dst, dst_slot, copy_value(value))
-    when = ctx.db.get_expire(src, ctx.slot)
-    if when is not None:
-        to_db.set_expire(dst, dst_slot, when)
+    to_db.store_expiring(dst, dst_slot, copy_value(value), ctx.db.get_expire(src, ctx.slot))
     return ONE
 
 
@@ -518,7 +513,5 @@ def move_command(ctx: Ctx, argv: list[bytes]) -> bytes:
         return ZERO
     when = db.get_expire(key, slot)
     db.delete(key, slot)
-    to_db.store(key, slot, value)
-    if when is not None:
-        to_db.set_expire(key, slot, when)
+    to_db.store_expiring(key, slot, value, when)
     return ONE
