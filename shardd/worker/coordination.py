@@ -89,8 +89,8 @@ def swapdb(ctx: Ctx, argv: list[bytes]) -> bytes:
     a, b = int(argv[1]), int(argv[2])
     dbs = ctx.dbs
     first, second = dbs[a], dbs[b]
-    first.touch_all()
-    second.touch_all()
+    first.touch_all(second)
+    second.touch_all(first)
     for name in ("data", "expires", "size", "volatile"):
         va, vb = getattr(first, name), getattr(second, name)
         setattr(first, name, vb)

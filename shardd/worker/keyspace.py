@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator
 
+from ..slots import keyslot
+
 # The worker refreshes this once per batch: Valkey too evaluates expiry against one cached
 # clock per command/event, and reading the clock per key would be a syscall per lookup.
 now_ms: int = int(time.time() * 1000)
@@ -134,11 +136,13 @@ class Db:
         if clients:
             self.dirty.update(clients)
 
-    def touch_all(self) -> None:
-        """FLUSHDB/FLUSHALL/SWAPDB: every WATCH on this db fires (a watched key that did not
-        exist fires too, as the db it would be read from changed)."""
-        for clients in self.watched.values():
-            self.dirty.update(clients)
+    def touch_all(self, replaced_with: "Db | None" = None) -> None:
+        """FLUSHDB/FLUSHALL/SWAPDB: the WATCHes of keys that exist here (or, for SWAPDB, in
+        the db taking this one's place) fire, as in Valkey's touchAllWatchedKeysInDb."""
+        for key, clients in self.watched.items():
+            slot = keyslot(key)
+            if self.exists(key, slot) or (replaced_with is not None and replaced_with.exists(key, slot)):
+                self.dirty.update(clients)
 
     def flush(self) -> int:
         if self.watched:
