@@ -50,7 +50,13 @@ class CommandSpec:
         return bool(self.facts.get("key_specs"))
 
     def keys(self, argv: list[bytes]) -> list[bytes]:
-        """The keys of a call, from the key specs (COMMAND GETKEYS, routing)."""
+        """The keys of a call: from the legacy first/last/step range when the command has
+        fixed key positions (the fast, common case), else from the key specs."""
+        first = self.first_key
+        if first > 0 and "movablekeys" not in self.flags:
+            last = self.last_key
+            end = (last if last >= 0 else len(argv) + last) + 1
+            return argv[first:end:self.key_step]
         return [argv[i] for i in key_positions(self, argv)]
 
 

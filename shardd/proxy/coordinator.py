@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from .. import errors, resp
+from .. import errors, log, resp
 from ..frames import HOLD, IN_HOLD, NO_REPLY, RELEASE
+from .fanout import Parts
 
-# Parts are (worker, argv, slot); a plan turns a hold into the client's reply.
+# Parts are (worker, argv, slot); a plan is one round of parts with their merge (Parts), or a
+# coroutine function turning a hold into the client's reply.
 Part = tuple[int, list[bytes], int]
 Plan = Callable[["Hold"], Awaitable[bytes]]
 
@@ -37,12 +40,22 @@ class ReplyFuture:
             self.future.set_result(data)
 
 
+@dataclass
+class Waiting:
+    """An operation queued for the next hold: its keys (None: run it alone) and its reply."""
+    conn: object
+    plan: Plan
+    keys: frozenset[bytes] | None
+    future: asyncio.Future
+
+
 class Coordinator:
     def __init__(self, proxy, lock_path: str) -> None:
         self.proxy = proxy
         # Our own open file description: flock excludes descriptions, not processes' copies.
         self.fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self.local = asyncio.Lock()
+        self.queue: list[Waiting] = []
+        self.leading = False
         self.next_hold = proxy.index + 1
 
     def new_hold_id(self) -> int:
@@ -50,19 +63,80 @@ class Coordinator:
         self.next_hold = hold + self.proxy.n_proxies if hold < 0xFFFF0000 else self.proxy.index + 1
         return hold
 
-    async def run(self, conn, plan: Plan) -> bytes:
-        async with self.local:            # flock does not exclude ourselves
-            await self.acquire()
-            hold = Hold(self, conn)
+    async def run(self, conn, plan: Plan, keys: frozenset[bytes] | None = None) -> bytes:
+        """The reply of a plan run under the coordinator. Operations that queue up while a
+        hold is in progress share the next one (group commit)."""
+        future = self.proxy.loop.create_future()
+        self.queue.append(Waiting(conn, plan, keys, future))
+        if not self.leading:
+            self.leading = True
+            self.proxy.loop.create_task(self.lead())
+        return await future
+
+    async def lead(self) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue, []
+                await self.acquire()
+                hold_id, held = self.new_hold_id(), set()
+                try:
+                    for wave in waves(batch):
+                        await self.run_wave(wave, hold_id, held)
+                finally:
+                    release(self.proxy, held, hold_id)
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.leading = False
+
+    async def run_wave(self, wave: list[Waiting], hold_id: int, held: set[int]) -> None:
+        """Run operations on disjoint keys side by side: the one-round ones (Parts) of one db
+        and protocol together, in one frame per worker; the others as their own coroutines."""
+        rounds: dict[tuple[int, int], list[Waiting]] = {}
+        steps = []
+        for waiting in wave:
+            if isinstance(waiting.plan, Parts):
+                rounds.setdefault((waiting.conn.db, waiting.conn.proto), []).append(waiting)
+            else:
+                steps.append(self.attempt(Hold(self, waiting.conn, hold_id, held), waiting))
+        jobs = [self.one_round(group, Hold(self, group[0].conn, hold_id, held)) for group in rounds.values()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*jobs, *steps), REPLY_TIMEOUT)
+        except asyncio.TimeoutError:
+            pass
+        for waiting in wave:
+            if not waiting.future.done():
+                waiting.future.set_result(resp.error(TIMED_OUT))
+
+    @staticmethod
+    async def one_round(group: list[Waiting], hold: "Hold") -> None:
+        parts = [part for waiting in group for part in waiting.plan.parts]
+        replies = await hold.run(parts)
+        pos = 0
+        for waiting in group:
+            n = len(waiting.plan.parts)
             try:
-                return await asyncio.wait_for(plan(hold), REPLY_TIMEOUT)
+                reply = waiting.plan.merge(replies[pos:pos + n])
             except errors.CommandError as exc:
-                return resp.error(str(exc))
-            except asyncio.TimeoutError:
-                return resp.error(TIMED_OUT)
-            finally:
-                hold.release()
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                reply = resp.error(str(exc))
+            except Exception as exc:
+                log.log("warning", f"internal error in a cross-shard operation: {exc!r}")
+                reply = resp.error(f"ERR internal error: {exc.__class__.__name__}")
+            pos += n
+            waiting.future.set_result(reply)
+
+    @staticmethod
+    async def attempt(hold: "Hold", waiting: Waiting) -> None:
+        waiting.future.set_result(await Coordinator.outcome(hold, waiting))
+
+    @staticmethod
+    async def outcome(hold: "Hold", waiting: Waiting) -> bytes:
+        try:
+            return await waiting.plan(hold)
+        except errors.CommandError as exc:
+            return resp.error(str(exc))
+        except Exception as exc:  # a bug answers this client; the others in the hold go on
+            log.log("warning", f"internal error in a cross-shard operation: {exc!r}")
+            return resp.error(f"ERR internal error: {exc.__class__.__name__}")
 
     async def acquire(self) -> None:
         try:
@@ -71,15 +145,45 @@ class Coordinator:
             await self.proxy.loop.run_in_executor(None, fcntl.flock, self.fd, fcntl.LOCK_EX)
 
 
-class Hold:
-    """The shards one coordinated operation holds."""
+def waves(batch: list[Waiting]) -> list[list[Waiting]]:
+    """Split a batch, in order, into groups of operations on disjoint keys: the operations of
+    one group run side by side (they commute), the groups one after the other. An operation
+    whose keys are not known runs alone."""
+    groups: list[list[Waiting]] = []
+    current: list[Waiting] = []
+    used: set[bytes] = set()
+    for waiting in batch:
+        keys = waiting.keys
+        if keys is None or used & keys:
+            if current:
+                groups.append(current)
+            current, used = [], set()
+            if keys is None:
+                groups.append([waiting])
+                continue
+        current.append(waiting)
+        used |= keys
+    if current:
+        groups.append(current)
+    return groups
 
-    def __init__(self, coordinator: Coordinator, conn) -> None:
-        self.coordinator = coordinator
+
+def release(proxy, held: set[int], hold_id: int) -> None:
+    from .server import FrameBuilder
+    for w in held:
+        b = FrameBuilder(0, RELEASE | NO_REPLY, hold_id)
+        proxy.send_frame(w, 0, b.build(None, 0, 0, 0, 2), None, None, control=True)
+    held.clear()
+
+
+class Hold:
+    """One operation's view of the hold it runs in (several share one in a group commit)."""
+
+    def __init__(self, coordinator: Coordinator, conn, hold_id: int, held: set[int]) -> None:
         self.proxy = coordinator.proxy
         self.conn = conn
-        self.id = coordinator.new_hold_id()
-        self.held: set[int] = set()
+        self.id = hold_id
+        self.held = held
 
     async def run(self, parts: list[Part], db: int | None = None) -> list[bytes]:
         """Run sub-commands inside the hold (holding each worker on first use); the replies
@@ -104,10 +208,3 @@ class Hold:
             self.held.add(w)
         return list(await asyncio.gather(*futures))
 
-    def release(self) -> None:
-        from .server import FrameBuilder
-        proxy = self.proxy
-        for w in self.held:
-            b = FrameBuilder(0, RELEASE | NO_REPLY, self.id)
-            proxy.send_frame(w, 0, b.build(None, 0, self.conn.id, 0, 2), None, None, control=True)
-        self.held.clear()

@@ -11,7 +11,7 @@ import pickle
 import random
 from typing import Awaitable, Callable, NamedTuple
 
-from .. import errors, resp
+from .. import commands, errors, resp
 from ..commands import ALL, MULTI, COMMANDS, cross_shard_command, proxy_command, spec_for
 from ..slots import keyslot
 from .replies import decode, decode_or_raise
@@ -72,13 +72,23 @@ def run_plan(conn, plan: Plan, atomic: bool = True) -> bytes | None:
             conn.fanout(plan.parts, plan.merge)
             return None
 
-        parts, merge = plan
-
-        async def steps(hold) -> bytes:
-            return merge(await hold.run(parts))
-        plan = steps
+        conn.coordinate(plan, keys_of(plan.parts))
+        return None
     conn.coordinate(plan)
     return None
+
+
+def keys_of(parts: list[tuple[int, list[bytes], int]]) -> frozenset[bytes] | None:
+    """The keys a one-round plan touches; None when a part has none (it concerns a whole
+    worker, like DBSIZE, and must not run beside anything)."""
+    keys: set[bytes] = set()
+    for _, argv, _ in parts:
+        spec = commands.lookup_argv(argv)
+        found = spec.keys(argv) if spec is not None else []
+        if not found:
+            return None
+        keys.update(found)
+    return frozenset(keys)
 
 
 def planned(*names: str, route: str = MULTI, cross_shard: bool = False):

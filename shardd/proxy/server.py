@@ -815,7 +815,7 @@ class Client(asyncio.Protocol):
             b.runs.append(1)
             b.targets.append(gather.part(i))
 
-    def coordinate(self, plan) -> None:
+    def coordinate(self, plan, keys: frozenset[bytes] | None = None) -> None:
         """Run a cross-shard plan under the coordinator in this place of the replies. It starts
         once this client's earlier commands have answered; its later ones wait for it."""
         entry = Entry()
@@ -823,12 +823,12 @@ class Client(asyncio.Protocol):
         self.last_worker = -1
         self.send_frames()
         self.paused = True
-        self.proxy.loop.create_task(self.coordinated(entry, plan))
+        self.proxy.loop.create_task(self.coordinated(entry, plan, keys))
 
-    async def coordinated(self, entry: Entry, plan) -> None:
+    async def coordinated(self, entry: Entry, plan, keys: frozenset[bytes] | None) -> None:
         try:
             await self.until_first(entry)
-            entry.data = await self.proxy.coordinator.run(self, plan)
+            entry.data = await self.proxy.coordinator.run(self, plan, keys)
         except Exception as exc:  # a bug answers this client, it does not wedge it
             log.log("warning", f"internal error in a cross-shard operation: {exc!r}")
             entry.data = resp.error(f"ERR internal error: {exc.__class__.__name__}")
