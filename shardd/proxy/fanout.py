@@ -12,9 +12,9 @@ import random
 from typing import Awaitable, Callable, NamedTuple
 
 from .. import commands, errors, resp
-from ..commands import ALL, MULTI, COMMANDS, cross_shard_command, proxy_command, spec_for
+from ..commands import ALL, MULTI, cross_shard_command, proxy_command
 from ..slots import keyslot
-from .replies import decode, decode_or_raise
+from .replies import decode_or_raise
 
 
 def group_keys(conn, keys: list[bytes], width: int = 1) -> dict[int, list[int]]:
@@ -58,7 +58,7 @@ class Parts(NamedTuple):
 
 
 # Several rounds under one hold: an async function of the Hold giving the reply.
-Steps = Callable[["Hold"], Awaitable[bytes]]
+Steps = Callable[..., Awaitable[bytes]]   # (hold: coordinator.Hold) -> reply
 Plan = Parts | Steps | bytes
 PLANNERS: dict[str, Callable[..., Plan]] = {}
 

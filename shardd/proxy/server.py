@@ -11,7 +11,6 @@ import asyncio
 import os
 import re
 import socket
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Callable
 import hiredis
 
 from .. import commands, errors, log, resp
-from ..commands import LOCAL, SINGLE, CommandSpec
+from ..commands import SINGLE, CommandSpec
 from ..frames import EXEC_ALL, FRAMED_REQUEST, REPLY, REQUEST
 from ..ring import FrameReader, FrameWriter, Waker
 from ..slots import keyslot
