@@ -38,6 +38,17 @@ def keys_on(worker: int, n: int, prefix: str) -> list[str]:
 
 # --- raw RESP -----------------------------------------------------------------------------------
 
+def wait_until(predicate, timeout: float = 10.0, step: float = 0.05):
+    """Poll predicate until it returns something true or the deadline passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
 def encode(*args) -> bytes:
     """A RESP multibulk request; arguments that are not bytes are sent as str(arg)."""
     out = [b"*%d\r\n" % len(args)]

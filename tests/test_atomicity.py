@@ -31,7 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from helpers import RawConnection, encode, keys_on, oracle_cases, run_both, worker_of
+from helpers import RawConnection, encode, keys_on, oracle_cases, run_both, worker_of, wait_until
 from server import Server
 
 A = "{a}"    # worker 1
@@ -718,16 +718,6 @@ def shards_info(client: redis.Redis) -> tuple[dict[int, int], dict[int, int]]:
     return workers, proxies
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
 def clients_by_proxy(srv: Server, per_proxy: int) -> dict[int, list[redis.Redis]]:
     """Open connections until each of the 2 proxies serves `per_proxy` of them."""
     groups: dict[int, list[redis.Redis]] = {0: [], 1: []}
@@ -749,7 +739,7 @@ def test_dead_holder_does_not_wedge_the_other_proxy():
     groups = {}
     try:
         admin = srv.client()
-        workers, proxies = wait_for(lambda: (lambda w, p: (w, p) if all(p.values()) and len(p) == 2 else None)(
+        workers, proxies = wait_until(lambda: (lambda w, p: (w, p) if all(p.values()) and len(p) == 2 else None)(
             *shards_info(admin)), 10)
         kids = {p.pid for p in srv.children()}
         assert set(workers.values()) | set(proxies.values()) <= kids
@@ -798,7 +788,7 @@ def test_dead_holder_does_not_wedge_the_other_proxy():
                    for p, cs in groups.items() for n, c in enumerate(cs)]
         for t in threads:
             t.start()
-        wait_for(lambda: len(results[0]) > 50 and len(results[1]) > 50, 10)
+        wait_until(lambda: len(results[0]) > 50 and len(results[1]) > 50, 10)
         # Kill the victim while it holds the coordinator's lock (so most likely the workers too):
         # stop it, look in /proc/locks, let it go on if it does not hold it, try again.
         holding = stop_while_holding(proxies[victim], coordinator_lock_path(srv))
@@ -809,7 +799,7 @@ def test_dead_holder_does_not_wedge_the_other_proxy():
         def survivor_progress():
             with lock:
                 return [t for t, ok in results[survivor] if t > killed_at and ok]
-        late = wait_for(lambda: len(survivor_progress()) >= 20, 15)
+        late = wait_until(lambda: len(survivor_progress()) >= 20, 15)
         stop.set()
         for t in threads:
             t.join(25)
@@ -825,7 +815,7 @@ def test_dead_holder_does_not_wedge_the_other_proxy():
         def restarted():
             w, p = shards_info(admin)
             return (w, p) if p.get(victim) not in (0, None, proxies[victim]) else None
-        after = wait_for(restarted, 15, 0.2)
+        after = wait_until(restarted, 15, 0.2)
         assert after, "the killed proxy was not restarted"
         new_workers, new_proxies = after
         assert new_workers == workers, "a worker was restarted"
@@ -863,7 +853,7 @@ def test_stuck_holder_loses_its_hold():
     try:
         groups = clients_by_proxy(srv, 2)
         admin = groups[1].pop()
-        _, proxies = wait_for(lambda: (lambda w, p: (w, p) if len(p) == 2 and all(p.values()) else None)(
+        _, proxies = wait_until(lambda: (lambda w, p: (w, p) if len(p) == 2 and all(p.values()) else None)(
             *shards_info(admin)), 10)
         victim_pid = proxies[0]
         stop = threading.Event()
@@ -884,7 +874,7 @@ def test_stuck_holder_loses_its_hold():
         threads = [threading.Thread(target=load, args=(n, c), daemon=True) for n, c in enumerate(groups[0])]
         for t in threads:
             t.start()
-        wait_for(lambda: len(replies) > 50, 10)
+        wait_until(lambda: len(replies) > 50, 10)
         holding = stop_while_holding(victim_pid, coordinator_lock_path(srv))
         stopped_at = time.monotonic()
         try:
@@ -898,7 +888,7 @@ def test_stuck_holder_loses_its_hold():
         assert waited < 12                   # HOLD_TIMEOUT (5 s) and a margin
         # Cross-shard work resumes from both proxies; the victim's clients were not left hanging.
         n_before = len(replies)
-        assert wait_for(lambda: len(replies) > n_before + 20, 15), "the stopped proxy's clients got no replies"
+        assert wait_until(lambda: len(replies) > n_before + 20, 15), "the stopped proxy's clients got no replies"
         stop.set()
         for t in threads:
             t.join(25)

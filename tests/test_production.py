@@ -21,6 +21,7 @@ import psutil
 import pytest
 import redis
 
+from helpers import wait_until
 from server import ROOT, Server, answers_ping, free_port, reap, server_env, stop_tree, tcp, unix, \
     wait_answering
 
@@ -63,16 +64,6 @@ def kill_leftovers(marker: str) -> None:
 def server_output(srv: Server) -> str:
     """What a Server printed (also after stop(), which closes its log)."""
     return Path(srv.log_path).read_text(errors="replace")
-
-
-def wait_until(predicate, timeout: float = 10.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def log_lines(path: Path) -> list[re.Match]:
