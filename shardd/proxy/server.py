@@ -20,7 +20,7 @@ import hiredis
 
 from .. import commands, errors, log, resp
 from ..commands import SINGLE, CommandSpec
-from ..frames import EXEC_ALL, FRAMED_REQUEST, REPLY, REQUEST
+from ..frames import CLIENTS, EXEC_ALL, FRAMED_REQUEST, REPLY, REQUEST, SECTION
 from ..ring import FrameReader, FrameWriter, Waker
 from ..slots import keyslot
 from . import transactions
@@ -192,6 +192,7 @@ class Proxy:
         self.next_client_id = index + 1
         self.poll_scheduled = False
         self.to_wake = [False] * len(links)
+        self.turn_reads: list[list[tuple]] = [[] for _ in links]
         self.loop: asyncio.AbstractEventLoop | None = None
         self.names: dict[bytes, CommandSpec] = {}
         self.stats = {"total_connections_received": 0, "total_commands_processed": 0,
@@ -331,12 +332,48 @@ class Proxy:
             self.poll_scheduled = True
             self.loop.call_soon(self.poll)
 
+    def add_to_turn(self, worker: int, read: tuple) -> None:
+        """A client read for one worker: it leaves at the end of this loop turn, in one frame
+        with the other clients' reads for that worker (per-frame costs shared by all)."""
+        self.turn_reads[worker].append(read)
+        if not self.poll_scheduled:
+            self.poll_scheduled = True
+            self.loop.call_soon(self.poll)
+
+    def send_turn(self) -> None:
+        for w, reads in enumerate(self.turn_reads):
+            if not reads:
+                continue
+            self.turn_reads[w] = []
+            bid = self.take_batch_id()
+            if len(reads) == 1:
+                conn, entry, slots, raw = reads[0]
+                n = len(slots)
+                slot_bytes = array.array("H", slots).tobytes()
+                frame = b"".join((FRAMED_REQUEST.pack(REQUEST.size + 4 + len(slot_bytes) + len(raw), bid, conn.id,
+                                                      conn.db, conn.proto, EXEC_ALL, n, 1, 0),
+                                  n.to_bytes(4, "little"), slot_bytes, raw))
+                self.send_frame(w, bid, frame, conn, [entry])
+                continue
+            parts = []
+            total = 0
+            for conn, entry, slots, raw in reads:
+                n = len(slots)
+                total += n
+                parts.append(SECTION.pack(conn.id, conn.db, conn.proto, n, len(raw)))
+                parts.append(array.array("H", slots).tobytes())
+                parts.append(raw)
+            size = REQUEST.size + sum(map(len, parts))
+            parts.insert(0, FRAMED_REQUEST.pack(size, bid, 0, 0, 2, CLIENTS, total, len(reads), 0))
+            self.send_frame(w, bid, b"".join(parts), [r[0] for r in reads], [r[1] for r in reads])
+
     def on_wake(self) -> None:
         self.waker.drain()
         self.poll()
 
     def poll(self) -> None:
         self.poll_scheduled = False
+        self.send_turn()
         to_wake = self.to_wake
         for w, link in enumerate(self.links):
             if to_wake[w]:
@@ -383,7 +420,7 @@ class Proxy:
             conn, targets, _ = self.pending.pop(bid)
             for target in targets:
                 target.fill(failed)
-            touched.add(conn)
+            touched.update(conn if conn.__class__ is list else [conn])
         link.epoch[1] = link.epoch[0]
         link.worker_waker.wake_if_sleeping(force=True)
         for conn in touched:
@@ -416,7 +453,10 @@ class Proxy:
                     for target, n in zip(targets, lengths):
                         target.fill(frame[pos:pos + n])
                         pos += n
-                touched.add(conn)
+                if conn.__class__ is list:     # a frame of several clients' reads
+                    touched.update(conn)
+                else:
+                    touched.add(conn)
                 frame = reader.next()
             if reader.ring.wants_space():
                 reader.ring.set_want_space(0)
@@ -573,12 +613,7 @@ class Client(asyncio.Protocol):
         if workers.count(first) == n:
             entry = Entry()
             self.out.append(entry)
-            bid = proxy.take_batch_id()
-            slot_bytes = array.array("H", slots).tobytes()
-            frame = b"".join((FRAMED_REQUEST.pack(REQUEST.size + 4 + len(slot_bytes) + len(raw), bid, self.id,
-                                                  self.db, self.proto, EXEC_ALL, n, 1, 0),
-                              n.to_bytes(4, "little"), slot_bytes, raw))
-            proxy.send_frame(first, bid, frame, self, [entry])
+            proxy.add_to_turn(first, (self, entry, slots, raw))
             return True
         frames: dict[int, tuple[list[int], list[int], list[int], list[Entry]]] = {}
         out = self.out

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import hiredis
 
 from .. import commands, errors, log, resp
-from ..frames import EXEC_ALL, FRAMED_REPLY, GUARD, HOLD, IN_HOLD, NO_REPLY, RELEASE, REPLY, REQUEST
+from ..frames import (CLIENTS, EXEC_ALL, FRAMED_REPLY, GUARD, HOLD, IN_HOLD, NO_REPLY, RELEASE, REPLY, REQUEST,
+                      SECTION)
 from .coordination import forget_watches, watch_fired
 from ..ring import FrameReader, FrameWriter, Waker
 from . import keyspace
@@ -199,6 +200,8 @@ class Worker:
                 link.replies.send(REPLY.pack(bid, n_runs) + array.array("I", [len(HOLD_LOST)] * n_runs).tobytes()
                                   + HOLD_LOST * n_runs)
             return
+        if flags & CLIENTS:
+            return self.handle_clients(frame, off, bid, n_runs, link)
         runs = array.array("I", frame[off:off + 4 * n_runs])
         off += 4 * n_runs
         if flags & EXEC_ALL:
@@ -242,6 +245,31 @@ class Worker:
                 bodies.append(part)
             out = REPLY.pack(bid, n_runs) + lengths.tobytes() + b"".join(bodies)
         link.replies.send(out)
+
+    def handle_clients(self, frame: bytes, off: int, bid: int, n_sections: int, link: ProxyLink) -> None:
+        """A frame carrying the reads of several clients: each section's replies are one run."""
+        keyspace.refresh_clock()
+        ctx = self.ctx
+        reader = self.reader
+        dbs = self.dbs
+        lengths = array.array("I")
+        bodies = []
+        for _ in range(n_sections):
+            client_id, db, proto, n, size = SECTION.unpack_from(frame, off)
+            off += SECTION.size
+            slots = array.array("H", frame[off:off + 2 * n])
+            off += 2 * n
+            ctx.db = dbs[db]
+            ctx.proto = proto
+            ctx.client_id = client_id
+            reader.feed(frame, off, size)
+            off += size
+            body = b"".join(self.execute(reader, slots, None, n))
+            lengths.append(len(body))
+            bodies.append(body)
+        body = b"".join(bodies)
+        link.replies.send_framed(b"".join((FRAMED_REPLY.pack(REPLY.size + 4 * n_sections + len(body), bid, n_sections),
+                                           lengths.tobytes(), body)))
 
     def enter_hold(self, link: ProxyLink, flags: int, hold: int) -> bool:
         """Start or continue a hold; False when the frame's hold is no longer ours."""
