@@ -17,7 +17,7 @@ REPLY = struct.Struct("<II")          # batch id, n_runs
 # The same headers behind the ring's u64 frame length, for building a frame in one join.
 FRAMED_REQUEST = struct.Struct("<QIQBBHIII")
 FRAMED_REPLY = struct.Struct("<QII")
-SECTION = struct.Struct("<QBBII")     # client id, db, proto, n commands, RESP bytes; then u16 slots, RESP
+SECTION = struct.Struct("<QBBHIII")   # client id, db, proto, flags (EXEC_ALL), n_exec, n_runs, RESP bytes
 
 EXEC_ALL = 1        # execute every command of the RESP part
 # Control frames (on a worker's control ring, from the proxy holding the coordinator lock):
@@ -25,7 +25,8 @@ HOLD = 2            # run these commands, then serve nothing but this hold until
 IN_HOLD = 4         # run these commands within the hold named by the frame's hold id
 RELEASE = 8         # end the hold (after running the frame's commands, if any)
 NO_REPLY = 16       # the proxy expects no reply frame
-CLIENTS = 64        # several clients' reads in one frame: n_runs SECTIONs follow the header,
-                    # each one client's commands (all run, one run of replies per section)
+CLIENTS = 64        # several clients' reads in one frame: the header's n_runs counts SECTIONs,
+                    # each one client's read: SECTION | runs | [indices] | slots | RESP; the reply
+                    # has the runs of every section, in order
 GUARD = 32          # EXEC on one worker: if a key the client WATCHes changed, run nothing and
                     # answer every run with an empty body; either way the client's watches end

@@ -341,31 +341,29 @@ class Proxy:
             self.loop.call_soon(self.poll)
 
     def send_turn(self) -> None:
+        """One frame per worker with every client read of this loop turn bound for it."""
         for w, reads in enumerate(self.turn_reads):
             if not reads:
                 continue
             self.turn_reads[w] = []
             bid = self.take_batch_id()
-            if len(reads) == 1:
-                conn, entry, slots, raw = reads[0]
-                n = len(slots)
-                slot_bytes = array.array("H", slots).tobytes()
-                frame = b"".join((FRAMED_REQUEST.pack(REQUEST.size + 4 + len(slot_bytes) + len(raw), bid, conn.id,
-                                                      conn.db, conn.proto, EXEC_ALL, n, 1, 0),
-                                  n.to_bytes(4, "little"), slot_bytes, raw))
-                self.send_frame(w, bid, frame, conn, [entry])
-                continue
             parts = []
-            total = 0
-            for conn, entry, slots, raw in reads:
+            conns = []
+            targets = []
+            for conn, read_targets, runs, indices, slots, raw in reads:
                 n = len(slots)
-                total += n
-                parts.append(SECTION.pack(conn.id, conn.db, conn.proto, n, len(raw)))
+                conns.append(conn)
+                targets.extend(read_targets)
+                flags = EXEC_ALL if indices is None else 0
+                parts.append(SECTION.pack(conn.id, conn.db, conn.proto, flags, n, len(runs), len(raw)))
+                parts.append(array.array("I", runs).tobytes())
+                if indices is not None:
+                    parts.append(array.array("I", indices).tobytes())
                 parts.append(array.array("H", slots).tobytes())
                 parts.append(raw)
             size = REQUEST.size + sum(map(len, parts))
-            parts.insert(0, FRAMED_REQUEST.pack(size, bid, 0, 0, 2, CLIENTS, total, len(reads), 0))
-            self.send_frame(w, bid, b"".join(parts), [r[0] for r in reads], [r[1] for r in reads])
+            parts.insert(0, FRAMED_REQUEST.pack(size, bid, 0, 0, 2, CLIENTS, 0, len(reads), 0))
+            self.send_frame(w, bid, b"".join(parts), conns, targets)
 
     def on_wake(self) -> None:
         self.waker.drain()
@@ -613,7 +611,7 @@ class Client(asyncio.Protocol):
         if workers.count(first) == n:
             entry = Entry()
             self.out.append(entry)
-            proxy.add_to_turn(first, (self, entry, slots, raw))
+            proxy.add_to_turn(first, (self, [entry], [n], None, slots, raw))
             return True
         frames: dict[int, tuple[list[int], list[int], list[int], list[Entry]]] = {}
         out = self.out
@@ -633,12 +631,7 @@ class Client(asyncio.Protocol):
             f[0].append(i)
             f[1].append(slots[i])
         for w, (indices, wslots, runs, targets) in frames.items():
-            bid = proxy.take_batch_id()
-            parts = (array.array("I", runs).tobytes(), array.array("I", indices).tobytes(),
-                     array.array("H", wslots).tobytes(), raw)
-            size = REQUEST.size + len(parts[0]) + len(parts[1]) + len(parts[2]) + len(raw)
-            head = FRAMED_REQUEST.pack(size, bid, self.id, self.db, self.proto, 0, len(indices), len(runs), 0)
-            proxy.send_frame(w, bid, b"".join((head, *parts)), self, targets)
+            proxy.add_to_turn(w, (self, targets, runs, indices, wslots, raw))
         return True
 
     def go_strict(self, data: bytes) -> None:

@@ -247,7 +247,7 @@ class Worker:
         link.replies.send(out)
 
     def handle_clients(self, frame: bytes, off: int, bid: int, n_sections: int, link: ProxyLink) -> None:
-        """A frame carrying the reads of several clients: each section's replies are one run."""
+        """A frame carrying the reads of several clients, one section each."""
         keyspace.refresh_clock()
         ctx = self.ctx
         reader = self.reader
@@ -255,21 +255,31 @@ class Worker:
         lengths = array.array("I")
         bodies = []
         for _ in range(n_sections):
-            client_id, db, proto, n, size = SECTION.unpack_from(frame, off)
+            client_id, db, proto, flags, n_exec, n_runs, size = SECTION.unpack_from(frame, off)
             off += SECTION.size
-            slots = array.array("H", frame[off:off + 2 * n])
-            off += 2 * n
+            runs = array.array("I", frame[off:off + 4 * n_runs])
+            off += 4 * n_runs
+            indices = None
+            if not flags & EXEC_ALL:
+                indices = array.array("I", frame[off:off + 4 * n_exec])
+                off += 4 * n_exec
+            slots = array.array("H", frame[off:off + 2 * n_exec])
+            off += 2 * n_exec
             ctx.db = dbs[db]
             ctx.proto = proto
             ctx.client_id = client_id
             reader.feed(frame, off, size)
             off += size
-            body = b"".join(self.execute(reader, slots, None, n))
-            lengths.append(len(body))
-            bodies.append(body)
+            replies = self.execute(reader, slots, indices, n_exec)
+            pos = 0
+            for count in runs:
+                body = b"".join(replies[pos:pos + count])
+                pos += count
+                lengths.append(len(body))
+                bodies.append(body)
         body = b"".join(bodies)
-        link.replies.send_framed(b"".join((FRAMED_REPLY.pack(REPLY.size + 4 * n_sections + len(body), bid, n_sections),
-                                           lengths.tobytes(), body)))
+        link.replies.send_framed(b"".join((FRAMED_REPLY.pack(REPLY.size + 4 * len(lengths) + len(body), bid,
+                                                             len(lengths)), lengths.tobytes(), body)))
 
     def enter_hold(self, link: ProxyLink, flags: int, hold: int) -> bool:
         """Start or continue a hold; False when the frame's hold is no longer ours."""
