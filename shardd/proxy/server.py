@@ -370,8 +370,8 @@ class Proxy:
         self.poll()
 
     def poll(self) -> None:
+        self.send_turn()            # before clearing the flag: these frames need no second poll
         self.poll_scheduled = False
-        self.send_turn()
         to_wake = self.to_wake
         for w, link in enumerate(self.links):
             if to_wake[w]:
