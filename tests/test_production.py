@@ -557,3 +557,49 @@ def test_systemd_units(tmp_path, name, conf):
     problems = [line for line in (done.stdout + done.stderr).splitlines()
                 if line.strip() and "AssertPathExists" not in line]
     assert not problems, problems
+
+
+def test_timeout_closes_idle_clients_only():
+    """`timeout 1`: an idle client is closed within a few seconds; a busy one stays."""
+    srv = Server("--timeout", "1")
+    try:
+        start = time.monotonic()
+        idle = srv.connect()
+        busy = srv.client()
+        closed = None
+        idle.settimeout(0.2)
+        while time.monotonic() - start < 6:
+            assert busy.ping()
+            try:
+                if idle.recv(16) == b"":
+                    closed = time.monotonic() - start
+                    break
+            except socket.timeout:
+                pass
+        assert closed is not None and 1.0 <= closed < 5.0, closed
+        assert busy.ping()
+        idle.close()
+        busy.close()
+    finally:
+        srv.stop()
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read socket timers")
+def test_tcp_keepalive_is_set_on_client_sockets():
+    """`tcp-keepalive 60`: the server's end of a client connection runs a keepalive timer."""
+    srv = Server("--tcp-keepalive", "60")
+    try:
+        c = srv.client()
+        assert c.ping()
+        def timers() -> str:
+            return subprocess.run(["ss", "-tno", "state", "established", f"( sport = :{srv.port} )"],
+                                  capture_output=True, text=True, timeout=10).stdout
+        def keepalive_timer() -> str:
+            out = timers()
+            return out if "keepalive" in out else ""
+        # Once the reply is acknowledged, the idle connection's timer is the keepalive one.
+        out = wait_until(keepalive_timer, 5) or timers()
+        assert "keepalive" in out, out
+        c.close()
+    finally:
+        srv.stop()

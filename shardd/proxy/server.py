@@ -302,6 +302,17 @@ class Proxy:
             settle(query.entry, query.combine, query.answers)
             query.conn.flush_out()
 
+    def close_idle_clients(self) -> None:
+        """`timeout`: close clients idle that long, except those waiting on a reply or in
+        the middle of a cross-shard operation (Valkey spares blocked clients too)."""
+        limit = self.config.values.get("timeout", 0)
+        if not limit:
+            return
+        deadline = time.time() - limit
+        for c in list(self.clients.values()):
+            if c.last_interaction < deadline and not c.out and not c.paused and c.transport is not None:
+                c.transport.close()
+
     def lookup(self, name: bytes) -> CommandSpec | None:
         spec = self.names.get(name)
         if spec is None:
@@ -523,6 +534,7 @@ class Client(asyncio.Protocol):
             self.fd = sock.fileno()
         local = transport.get_extra_info("sockname")
         if isinstance(local, tuple):
+            set_keepalive(sock, proxy.config.values.get("tcp-keepalive", 300))
             self.addr = _format_addr(transport.get_extra_info("peername"))
         else:   # a unix socket: Valkey shows the socket path for both ends
             self.flags.add("unix")
@@ -910,6 +922,19 @@ class Client(asyncio.Protocol):
             self.transport.close()
 
 
+def set_keepalive(sock, interval: int) -> None:
+    """`tcp-keepalive`: probes after `interval` idle seconds, as Valkey's anetKeepAlive."""
+    if not interval or sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(interval // 3, 1))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    except OSError:
+        pass
+
+
 def _format_addr(addr, unix_path: str = "") -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         return f"{addr[0]}:{addr[1]}"
@@ -940,6 +965,7 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
             loop.stop()
             return
         proxy.publish_stats()
+        proxy.close_idle_clients()
         loop.call_later(0.1, watch_parent)
 
     if server_info.get("restarted"):
