@@ -513,6 +513,21 @@ class Supervisor:
                 except OSError:
                     pass
 
+    @staticmethod
+    def wait_children(alive: set[int], timeout: float) -> set[int]:
+        """Reap children until none of `alive` is left or the time is up; those left."""
+        deadline = time.monotonic() + timeout
+        while alive and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return set()
+            if pid == 0:
+                time.sleep(0.01)
+            else:
+                alive.discard(pid)
+        return alive
+
     def shutdown(self) -> int:
         log.log("warning", "User requested shutdown...")
         self.notify("STOPPING=1\n")
@@ -525,22 +540,17 @@ class Supervisor:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 10
-        alive = set(children)
-        while alive and time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                time.sleep(0.01)
-            else:
-                alive.discard(pid)
-        for pid in alive:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        alive = self.wait_children(set(children), 3.0)
+        if alive:
+            # Children hold no state that a clean exit would save yet (persistence comes
+            # later): one that did not stop within the grace is killed.
+            log.log("warning", f"Killing children that did not stop: {sorted(alive)}")
+            for pid in alive:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.wait_children(alive, 2.0)
         self.remove_pidfile()
         for s in getattr(self, "listeners", ()):
             s.close()
