@@ -234,17 +234,10 @@ class Worker:
             link.replies.send_framed(b"".join((FRAMED_REPLY.pack(REPLY.size + 4 + len(body), bid, 1),
                                                len(body).to_bytes(4, "little"), body)))
             return
-        else:
-            lengths = array.array("I")
-            bodies = []
-            pos = 0
-            for count in runs:
-                part = b"".join(replies[pos:pos + count])
-                pos += count
-                lengths.append(len(part))
-                bodies.append(part)
-            out = REPLY.pack(bid, n_runs) + lengths.tobytes() + b"".join(bodies)
-        link.replies.send(out)
+        lengths = array.array("I")
+        bodies: list[bytes] = []
+        add_runs(replies, runs, lengths, bodies)
+        send_runs(link, bid, lengths, bodies)
 
     def handle_clients(self, frame: bytes, off: int, bid: int, n_sections: int, link: ProxyLink) -> None:
         """A frame carrying the reads of several clients, one section each."""
@@ -270,16 +263,8 @@ class Worker:
             ctx.client_id = client_id
             reader.feed(frame, off, size)
             off += size
-            replies = self.execute(reader, slots, indices, n_exec)
-            pos = 0
-            for count in runs:
-                body = b"".join(replies[pos:pos + count])
-                pos += count
-                lengths.append(len(body))
-                bodies.append(body)
-        body = b"".join(bodies)
-        link.replies.send_framed(b"".join((FRAMED_REPLY.pack(REPLY.size + 4 * len(lengths) + len(body), bid,
-                                                             len(lengths)), lengths.tobytes(), body)))
+            add_runs(self.execute(reader, slots, indices, n_exec), runs, lengths, bodies)
+        send_runs(link, bid, lengths, bodies)
 
     def enter_hold(self, link: ProxyLink, flags: int, hold: int) -> bool:
         """Start or continue a hold; False when the frame's hold is no longer ours."""
@@ -327,6 +312,22 @@ class Worker:
         except Exception as exc:  # a bug must not take the shard down with it
             log.log("warning", f"internal error in {argv[0]!r}: {traceback.format_exc()}")
             return resp.error(f"ERR internal error in '{argv[0].decode('utf-8', 'replace')}': {exc.__class__.__name__}")
+
+
+def add_runs(replies: list[bytes], runs, lengths: array.array, bodies: list[bytes]) -> None:
+    """Join replies into one body per run (consecutive commands of one client)."""
+    pos = 0
+    for count in runs:
+        body = b"".join(replies[pos:pos + count])
+        pos += count
+        lengths.append(len(body))
+        bodies.append(body)
+
+
+def send_runs(link: ProxyLink, bid: int, lengths: array.array, bodies: list[bytes]) -> None:
+    body = b"".join(bodies)
+    link.replies.send_framed(b"".join((FRAMED_REPLY.pack(REPLY.size + 4 * len(lengths) + len(body), bid,
+                                                         len(lengths)), lengths.tobytes(), body)))
 
 
 def run(shard: int, links: list[ProxyLink], waker: Waker, config, slot_range: tuple[int, int],
