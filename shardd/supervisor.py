@@ -891,7 +891,8 @@ def run(cfg) -> int:
     check_tcp_backlog(values.get("tcp-backlog", 511))
     # Import every command family before forking so all processes share one table (after
     # daemonizing: worker/server_cmds.py takes psutil.Process() of the importing process).
-    from .worker import coordination, server_cmds, t_keys, t_string  # noqa: F401
+    from .worker import (coordination, server_cmds, sort, t_bitops, t_geo, t_hash, t_hll,  # noqa: F401
+                         t_keys, t_list, t_set, t_string, t_zset)
     from .proxy import handlers  # noqa: F401
     sup = Supervisor(cfg, supervised=supervised, ready_fd=ready_fd, pidfile=pidfile, daemonized=background)
     return sup.run()

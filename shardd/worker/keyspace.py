@@ -130,6 +130,12 @@ class Db:
             self.touch(key)
         return removed
 
+    def modified(self, key: bytes) -> None:
+        """A container value was changed in place (HSET on an existing hash, LPUSH …): what a
+        write means to WATCH and to clients blocked on the key (signalModifiedKey)."""
+        if self.watched:
+            self.touch(key)
+
     def touch(self, key: bytes) -> None:
         """A write to key: the clients WATCHing it will see their EXEC fail (signalModifiedKey)."""
         clients = self.watched.get(key)

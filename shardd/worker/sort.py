@@ -1,0 +1,1 @@
+"""SORT and SORT_RO, after Valkey's sort.c."""

@@ -1,0 +1,1 @@
+"""Bitmap commands (SETBIT, BITCOUNT, BITFIELD …), after Valkey's bitops.c."""

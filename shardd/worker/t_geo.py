@@ -1,0 +1,1 @@
+"""Geo commands on sorted sets, after Valkey's geo.c."""

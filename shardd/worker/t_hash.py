@@ -1,0 +1,1 @@
+"""Hash commands, after Valkey's t_hash.c."""

@@ -1,0 +1,1 @@
+"""HyperLogLog commands in Redis's own representation, after Valkey's hyperloglog.c."""

@@ -1,0 +1,1 @@
+"""List commands, after Valkey's t_list.c."""

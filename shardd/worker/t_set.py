@@ -1,0 +1,1 @@
+"""Set commands, after Valkey's t_set.c."""

@@ -1,0 +1,1 @@
+"""Sorted set commands, after Valkey's t_zset.c."""
