@@ -19,6 +19,7 @@ SINGLE = "single"   # to the worker owning the slot of its keys (or any worker i
 MULTI = "multi"     # keys split over workers, replies merged in argument order
 ALL = "all"         # every worker, replies merged
 LOCAL = "local"     # answered by the proxy itself
+BLOCK = "block"     # may block the client: the proxy's blocking.py sends it on its way
 
 
 @dataclass(slots=True)

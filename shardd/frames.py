@@ -28,5 +28,11 @@ NO_REPLY = 16       # the proxy expects no reply frame
 CLIENTS = 64        # several clients' reads in one frame: the header's n_runs counts SECTIONs,
                     # each one client's read: SECTION | runs | [indices] | slots | RESP; the reply
                     # has the runs of every section, in order
+ATOMIC = 128        # a transaction's commands: blocking commands do not block, and clients
+                    # blocked on keys it writes are served after the whole frame
+BLOCKING = 256      # the frame's one command may block (a client's own BLPOP …)
+# A reply frame with this batch id is a WAKE: n_runs is its kind (blocking.SERVED/READY) and
+# the body a u64 client id followed by the reply for that blocked client.
+WAKE_BID = 0xFFFFFFFF
 GUARD = 32          # EXEC on one worker: if a key the client WATCHes changed, run nothing and
                     # answer every run with an empty body; either way the client's watches end

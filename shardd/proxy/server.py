@@ -20,7 +20,7 @@ import hiredis
 
 from .. import commands, errors, log, resp
 from ..commands import SINGLE, CommandSpec
-from ..frames import CLIENTS, EXEC_ALL, FRAMED_REQUEST, REPLY, REQUEST, SECTION
+from ..frames import CLIENTS, EXEC_ALL, FRAMED_REQUEST, REPLY, REQUEST, SECTION, WAKE_BID
 from ..ring import FrameReader, FrameWriter, Waker
 from ..slots import keyslot
 from . import transactions
@@ -188,6 +188,7 @@ class Proxy:
         self.info = server_info
         self.clients: dict[int, Client] = {}
         self.pending: dict[int, tuple] = {}
+        self.blocked: dict[int, object] = {}    # client id → its blocking.Waiting
         self.next_bid = 1
         self.next_client_id = index + 1
         self.poll_scheduled = False
@@ -390,7 +391,7 @@ class Proxy:
                 link.worker_waker.wake_if_sleeping()
         while True:
             self.drain_replies()
-            if not self.pending:
+            if not self.pending and not self.blocked:
                 return
             # Ask the workers for a wake-up, then look once more: a reply published before
             # the flag was visible would otherwise wait for nobody.
@@ -424,6 +425,8 @@ class Proxy:
         link.control.pending.clear()
         link.replies.reset()
         failed = resp.error(f"ERR shard worker {w} exited while running this command; it was restarted")
+        from .blocking import fail_worker
+        fail_worker(self, w, str(failed[1:-2], "utf-8"))
         touched = set()
         for bid in [b for b, (_, _, worker) in self.pending.items() if worker == w]:
             conn, targets, _ = self.pending.pop(bid)
@@ -434,6 +437,13 @@ class Proxy:
         link.worker_waker.wake_if_sleeping(force=True)
         for conn in touched:
             conn.flush_out()
+
+    def on_wake_frame(self, kind: int, frame: bytes) -> None:
+        """A worker served a blocked client, or has a key ready for a REMOTE wait."""
+        off = REPLY.size
+        waiting = self.blocked.get(int.from_bytes(frame[off:off + 8], "little"))
+        if waiting is not None:
+            waiting.on_wake(kind, frame[off + 8:])
 
     def drain_replies(self) -> int:
         got = 0
@@ -452,6 +462,10 @@ class Proxy:
             while frame is not None:
                 got += 1
                 bid, n_runs = REPLY.unpack_from(frame)
+                if bid == WAKE_BID:
+                    self.on_wake_frame(n_runs, frame)
+                    frame = reader.next()
+                    continue
                 conn, targets, _ = pending.pop(bid)
                 off = REPLY.size
                 if n_runs == 1:
@@ -547,6 +561,9 @@ class Client(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.proxy.clients.pop(self.id, None)
+        waiting = self.proxy.blocked.get(self.id)
+        if waiting is not None:
+            waiting.forget()
         if self.watching:
             transactions.unwatch_quietly(self)
         if self.turn is not None:
@@ -854,6 +871,38 @@ class Client(asyncio.Protocol):
             b.runs.append(1)
             b.targets.append(gather.part(i))
 
+    def hold_place(self) -> Entry:
+        """A place in the reply order for a reply that comes later; this client's next
+        commands wait until `resume()`."""
+        entry = Entry()
+        self.out.append(entry)
+        self.last_worker = -1
+        self.send_frames()
+        self.paused = True
+        return entry
+
+    def resume(self) -> None:
+        """The held place is filled: send it (and what is ready behind it), run what waited."""
+        self.flush_out()
+        self.proxy.loop.call_soon(self.run_deferred)
+
+    def run_deferred(self) -> None:
+        # Still paused until now, so commands read meanwhile queue up behind the deferred ones.
+        self.paused = False
+        deferred, self.deferred = self.deferred, []
+        if deferred and not self.closed:
+            self.dispatch(deferred, None)
+
+    def send_alone(self, worker: int, argv: list[bytes], slot: int, flags: int, target) -> None:
+        """One command in a frame of its own (flags apply to it alone)."""
+        b = FrameBuilder(0, flags)
+        b.add_extra(argv, slot)
+        b.runs.append(1)
+        proxy = self.proxy
+        bid = proxy.take_batch_id()
+        proxy.send_frame(worker, bid, b.build(None, bid, self.id, self.db, self.proto), self,
+                         None if target is None else [target])
+
     def coordinate(self, plan, keys: frozenset[bytes] | None = None) -> None:
         """Run a cross-shard plan under the coordinator in this place of the replies. It starts
         once this client's earlier commands have answered; its later ones wait for it."""
@@ -871,11 +920,7 @@ class Client(asyncio.Protocol):
         except Exception as exc:  # a bug answers this client, it does not wedge it
             log.log("warning", f"internal error in a cross-shard operation: {exc!r}")
             entry.data = resp.error(f"ERR internal error: {exc.__class__.__name__}")
-        self.paused = False
-        deferred, self.deferred = self.deferred, []
-        self.flush_out()
-        if deferred and not self.closed:
-            self.dispatch(deferred, None)
+        self.resume()
 
     async def until_first(self, entry: Entry) -> None:
         """Wait until every reply before `entry` has gone out."""
@@ -952,7 +997,8 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
     proxy.loop = loop
     from .coordinator import Coordinator
     proxy.coordinator = Coordinator(proxy, server_info["lock_path"])
-    from . import handlers  # noqa: F401  (registers the proxy's commands)
+    from . import handlers, scratch  # noqa: F401  (registers the proxy's commands)
+    scratch.install()
     commands.finish_table()
     server_info["proxy"] = proxy
     loop.add_reader(waker.fd, proxy.on_wake)

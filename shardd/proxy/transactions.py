@@ -9,9 +9,9 @@ commands run inside one hold, so the transaction is atomic as a whole.
 from __future__ import annotations
 
 from .. import errors, resp
-from ..commands import LOCAL, MULTI, SINGLE, CommandSpec, proxy_command
+from ..commands import BLOCK, LOCAL, MULTI, SINGLE, CommandSpec, proxy_command
 from ..errors import CommandError
-from ..frames import GUARD, NO_REPLY
+from ..frames import ATOMIC, GUARD, NO_REPLY
 from ..slots import keyslot
 from .fanout import PLANNERS, Parts, all_ok, first_reply, run_plan, split
 from .replies import decode_or_raise
@@ -118,7 +118,7 @@ def one_worker(conn, queued: list[list[bytes]]) -> int | None:
             return None
         # Multi-key commands (MGET, MSET, DEL …) whose keys are all on one worker run there as
         # they are, like a plain single-worker command: no coordinator.
-        if spec.route is not SINGLE and (spec.route is not MULTI or spec.worker_handler is None):
+        if spec.route not in (SINGLE, BLOCK) and (spec.route is not MULTI or spec.worker_handler is None):
             return None
         keys = spec.keys(argv)
         if not keys:
@@ -148,7 +148,7 @@ def exec_in_one_frame(conn, queued: list[list[bytes]], worker: int, guarded: boo
         if not replies[0]:        # GUARD: a watched key changed, nothing ran
             return resp.null_array(proto)
         return resp.array_header(n) + b"".join(replies)
-    conn.fanout(parts, merge, flags=GUARD if guarded else 0)
+    conn.fanout(parts, merge, flags=ATOMIC | GUARD if guarded else ATOMIC)
     return None
 
 
@@ -220,9 +220,10 @@ def plan_for(conn, argv: list[bytes]):
     spec = command_spec(conn, argv)
     if spec is None:
         raise CommandError(errors.unknown_command(argv[0], argv[1:]))
-    if spec.name in PLANNERS and spec.route is not SINGLE:
+    single = spec.route is SINGLE or spec.route is BLOCK    # inside EXEC nothing blocks
+    if spec.name in PLANNERS and not single:
         return PLANNERS[spec.name](conn, argv)
-    if spec.route is LOCAL or spec.proxy_handler is not None and spec.route is not SINGLE:
+    if spec.route is LOCAL or spec.proxy_handler is not None and not single:
         return spec
     keys = spec.keys(argv)
     if not keys:

@@ -13,7 +13,8 @@ class Ctx:
     raise `shardd.errors.CommandError` for error replies.
     """
 
-    __slots__ = ("db", "dbs", "proto", "slot", "client_id", "config", "shard", "stats", "watching")
+    __slots__ = ("db", "dbs", "proto", "slot", "client_id", "config", "shard", "stats", "watching",
+                 "link", "block_mode", "blocked", "ready_key")
 
     def __init__(self, dbs: list[Db], config: dict[str, Any], shard: int = 0) -> None:
         self.dbs = dbs
@@ -25,3 +26,7 @@ class Ctx:
         self.shard = shard
         self.stats: dict[str, int] = {}
         self.watching: dict[int, list[tuple[Db, bytes]]] = {}   # client id → its WATCHed keys here
+        self.link = 0             # the proxy (ring link index) the current frame came from
+        self.block_mode = 0       # blocking.NOWAIT / WAIT / SERVE / REMOTE
+        self.blocked: Any = None  # the worker's blocking.Blocked
+        self.ready_key: bytes | None = None   # SERVE: the key that became ready

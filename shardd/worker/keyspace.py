@@ -23,12 +23,15 @@ def refresh_clock() -> int:
 
 class Db:
     __slots__ = ("index", "data", "expires", "size", "volatile", "hits", "misses", "expired",
-                 "watched", "dirty")
+                 "watched", "dirty", "blocked", "ready")
 
-    def __init__(self, index: int, dirty: set[int] | None = None) -> None:
+    def __init__(self, index: int, dirty: set[int] | None = None,
+                 ready: list[tuple["Db", bytes]] | None = None) -> None:
         self.index = index
         self.watched: dict[bytes, set[int]] = {}   # key → ids of the clients WATCHing it
         self.dirty = dirty if dirty is not None else set()
+        self.blocked: dict[bytes, Any] = {}        # key → FIFO of clients blocked on it (blocking.py)
+        self.ready = ready if ready is not None else []   # (db, key) written while someone waits
         self.data: dict[int, dict[bytes, Any]] = {}
         self.expires: dict[int, dict[bytes, int]] = {}
         self.size = 0
@@ -82,6 +85,8 @@ class Db:
         d[key] = value
         if self.watched:
             self.touch(key)
+        if self.blocked and key in self.blocked:
+            self.ready.append((self, key))
 
     def store_expiring(self, key: bytes, slot: int, value: Any, when_ms: int | None) -> None:
         """store() with an absolute expiry (None: no TTL): a value moved or copied with its TTL."""
@@ -99,6 +104,8 @@ class Db:
         d[key] = value
         if self.watched:
             self.touch(key)
+        if self.blocked and key in self.blocked:
+            self.ready.append((self, key))
 
     def delete(self, key: bytes, slot: int) -> bool:
         d = self.data.get(slot)
@@ -135,6 +142,8 @@ class Db:
         write means to WATCH and to clients blocked on the key (signalModifiedKey)."""
         if self.watched:
             self.touch(key)
+        if self.blocked and key in self.blocked:
+            self.ready.append((self, key))
 
     def touch(self, key: bytes) -> None:
         """A write to key: the clients WATCHing it will see their EXEC fail (signalModifiedKey)."""

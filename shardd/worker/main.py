@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import hiredis
 
 from .. import commands, errors, log, resp
-from ..frames import (CLIENTS, EXEC_ALL, FRAMED_REPLY, GUARD, HOLD, IN_HOLD, NO_REPLY, RELEASE, REPLY, REQUEST,
+from ..frames import (ATOMIC, BLOCKING, CLIENTS, EXEC_ALL, WAKE_BID, FRAMED_REPLY, GUARD, HOLD, IN_HOLD, NO_REPLY, RELEASE, REPLY, REQUEST,
                       SECTION)
 from .coordination import forget_watches, watch_fired
 from ..ring import FrameReader, FrameWriter, Waker
 from . import keyspace
+from .blocking import NOWAIT, WAIT, Blocked
 from .context import Ctx
 from .expire import ActiveExpire
 from .keyspace import Db
@@ -38,6 +39,7 @@ class ProxyLink:
     proxy_waker: Waker
     epoch: memoryview         # [0] our restart generation, [1] the proxy's acknowledgement of it;
                               # [2] the proxy's restart generation, [3] our acknowledgement
+    index: int = 0
 
     def in_sync(self) -> bool:
         return self.epoch[0] == self.epoch[1]
@@ -58,9 +60,15 @@ class Worker:
         self.waker = waker
         self.config = config
         config.values["__slot_range__"] = slot_range
+        for i, link in enumerate(links):
+            link.index = i
         self.dirty: set[int] = set()       # clients whose WATCHed keys changed
-        self.dbs = [Db(i, self.dirty) for i in range(config.values["databases"])]
+        self.blocked = Blocked(self)
+        self.ready = self.blocked.ready
+        self.serve_now = True               # serve blocked clients after each command
+        self.dbs = [Db(i, self.dirty, self.ready) for i in range(config.values["databases"])]
         self.ctx = Ctx(self.dbs, config.values, shard)
+        self.ctx.blocked = self.blocked
         self.ctx.stats["worker"] = self
         self.reader = hiredis.Reader()
         self.expire = ActiveExpire(self.dbs)
@@ -143,6 +151,7 @@ class Worker:
             reader.ring.set_want_space(0)
             reader.reset()
         link.replies.pending.clear()
+        self.blocked.drop_link(link.index)
         if self.held_by is link:
             self.held_by = None
         link.epoch[3] = link.epoch[2]
@@ -216,6 +225,7 @@ class Worker:
         ctx.db = self.dbs[db]
         ctx.proto = proto
         ctx.client_id = client_id
+        ctx.link = link.index
         if flags & GUARD:
             fired = watch_fired(ctx, client_id)
             forget_watches(ctx, client_id)
@@ -224,9 +234,15 @@ class Worker:
                 return
         reader = self.reader
         reader.feed(frame, off)
+        ctx.block_mode = WAIT if flags & BLOCKING else NOWAIT
+        self.serve_now = not flags & (ATOMIC | HOLD | IN_HOLD)
         replies = self.execute(reader, slots, indices, n_exec)
+        ctx.block_mode = NOWAIT
+        self.serve_now = True
         if flags & RELEASE:
             self.held_by = None
+        if self.ready and self.held_by is None:
+            self.blocked.serve_ready()
         if flags & NO_REPLY:
             return
         if n_runs == 1:
@@ -261,6 +277,7 @@ class Worker:
             ctx.db = dbs[db]
             ctx.proto = proto
             ctx.client_id = client_id
+            ctx.link = link.index
             reader.feed(frame, off, size)
             off += size
             add_runs(self.execute(reader, slots, indices, n_exec), runs, lengths, bodies)
@@ -285,6 +302,8 @@ class Worker:
                 argv = reader.gets()
                 ctx.slot = slots[i]
                 append(self.call(lookup(argv[0]) or commands.lookup(argv[0]), argv))
+                if self.ready and self.serve_now:
+                    self.blocked.serve_ready()
             return replies
         pos = 0
         for i in range(n_exec):
@@ -296,11 +315,19 @@ class Worker:
             pos += 1
             ctx.slot = slots[i]
             append(self.call(lookup(argv[0]) or commands.lookup(argv[0]), argv))
+            if self.ready and self.serve_now:
+                self.blocked.serve_ready()
         # Commands after the last one for us belong to other workers.
         while reader.has_data():
             if reader.gets() is False:
                 break
         return replies
+
+    def send_wake(self, link_index: int, kind: int, client_id: int, body: bytes) -> None:
+        """An unasked-for reply: a blocked client was served (or, REMOTE, a key is ready)."""
+        link = self.links[link_index]
+        link.replies.send(REPLY.pack(WAKE_BID, kind) + client_id.to_bytes(8, "little") + body)
+        link.proxy_waker.wake_if_sleeping()
 
     def call(self, spec, argv: list[bytes]) -> bytes:
         try:

@@ -1,0 +1,209 @@
+"""Blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP).
+
+The proxy's half of worker/blocking.py. A blocked client's later commands wait (like during
+a cross-shard operation); the proxy keeps its timeout.
+
+- Keys on one worker: the command goes in a frame of its own flagged BLOCKING; the worker
+  serves it at once or queues it and answers BLOCKED; later a WAKE frame brings the reply.
+- Keys on several workers: under the coordinator, the command runs on fetched copies of its
+  keys; if nothing is there, every worker queues it as a REMOTE waiter, in the same hold. A
+  worker whose key becomes ready sends READY; the proxy retries under the coordinator and
+  either serves the client (and `__unblock`s it everywhere) or `__rearm`s the waits.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from .. import commands, resp
+from ..commands import proxy_command
+from ..frames import BLOCKING, NO_REPLY
+from ..slots import keyslot
+from ..worker.blocking import BLOCKED, SERVE, SERVED, parse_timeout
+from . import scratch
+from .replies import decode_or_raise
+
+# The blocking commands and whether their timeout reply is a null array (else a null bulk).
+NULL_ARRAY_ON_TIMEOUT = {"blpop": True, "brpop": True, "blmpop": True, "bzpopmin": True,
+                         "bzpopmax": True, "bzmpop": True, "blmove": False, "brpoplpush": False}
+TIMEOUT_FIRST = frozenset(("blmpop", "bzmpop"))     # their timeout is argv[1], not the last
+
+
+class Waiting:
+    """A client blocked on keys; its reply fills `entry`."""
+
+    def __init__(self, conn, spec, argv: list[bytes], keys: list[bytes], timeout: float) -> None:
+        self.conn = conn
+        self.proxy = conn.proxy
+        self.spec = spec
+        self.argv = argv
+        self.keys = keys
+        self.timeout = timeout
+        self.entry = None
+        self.workers = sorted({conn.proxy.slotmap[keyslot(k)] for k in keys}) or [0]
+        self.timer: asyncio.TimerHandle | None = None
+        self.retrying = False
+        self.again = False          # a READY came while retrying
+        self.timed_out = False
+        self.done = False
+
+    @property
+    def timeout_reply(self) -> bytes:
+        if NULL_ARRAY_ON_TIMEOUT[self.spec.name]:
+            return resp.null_array(self.conn.proto)
+        return resp.null(self.conn.proto)
+
+    # -- start ---------------------------------------------------------------------------
+    def start(self) -> None:
+        conn = self.conn
+        self.entry = conn.hold_place()
+        if len(self.workers) == 1:
+            w = self.workers[0]
+            slot = keyslot(self.keys[0]) if self.keys else 0
+            conn.send_alone(w, self.argv, slot, BLOCKING, self)
+        else:
+            self.proxy.loop.create_task(self.across())
+
+    def fill(self, data: bytes) -> None:
+        """The worker's first answer (one-worker case)."""
+        if data == BLOCKED:
+            self.wait()
+        else:
+            self.finish(data)
+
+    async def across(self) -> None:
+        conn = self.conn
+        try:
+            await conn.until_first(self.entry)
+            reply = await self.proxy.coordinator.run(conn, self.first_attempt, frozenset(self.keys))
+        except Exception as exc:   # a bug answers this client, it does not wedge it
+            reply = resp.error(f"ERR internal error: {exc.__class__.__name__}")
+        if reply == BLOCKED:
+            self.wait()
+        else:
+            self.finish(reply)
+
+    async def first_attempt(self, hold) -> bytes:
+        reply = await scratch.attempt(hold, self.conn, self.spec, self.argv, self.keys, SERVE)
+        if reply is not None:
+            return reply
+        ranges = self.proxy.info["slot_ranges"]
+        for r in await hold.run([(w, [b"__block", *self.argv], ranges[w][0]) for w in self.workers]):
+            decode_or_raise(r)
+        return BLOCKED
+
+    # -- waiting -------------------------------------------------------------------------
+    def wait(self) -> None:
+        if self.conn.closed:
+            self.forget()
+            return
+        self.proxy.blocked[self.conn.id] = self
+        if self.timeout > 0:
+            self.timer = self.proxy.loop.call_later(self.timeout, self.on_timeout)
+
+    def on_wake(self, kind: int, body: bytes) -> None:
+        if kind == SERVED:
+            self.finish(body)
+        elif self.retrying:
+            self.again = True
+        else:
+            self.proxy.loop.create_task(self.retry())
+
+    async def retry(self) -> None:
+        """A key of a REMOTE wait is ready: try again, atomically over every worker."""
+        self.retrying = True
+        try:
+            while True:
+                self.again = False
+                reply = await self.proxy.coordinator.run(self.conn, self.retry_steps, frozenset(self.keys))
+                if reply is not None or not self.again or self.done:
+                    break
+        finally:
+            self.retrying = False
+        if self.done:
+            return
+        if reply is not None:
+            self.finish(reply)
+        elif self.timed_out or self.conn.closed:
+            self.on_timeout()
+
+    async def retry_steps(self, hold) -> bytes | None:
+        reply = await scratch.attempt(hold, self.conn, self.spec, self.argv, self.keys, SERVE)
+        ranges = self.proxy.info["slot_ranges"]
+        step = b"__rearm" if reply is None else b"__unblock"
+        await hold.run([(w, [step], ranges[w][0]) for w in self.workers])
+        return reply
+
+    def on_timeout(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        if len(self.workers) == 1:
+            # Only if the worker still had us: else its reply is ahead in the same ring.
+            self.conn.send_alone(self.workers[0], [b"__unblock"], self.first_slot(), 0, TimeoutAnswer(self))
+        elif self.retrying:
+            self.timed_out = True
+        else:
+            self.unblock_everywhere()
+            self.finish(self.timeout_reply)
+
+    def first_slot(self) -> int:
+        return keyslot(self.keys[0]) if self.keys else 0
+
+    def unblock_everywhere(self) -> None:
+        ranges = self.proxy.info["slot_ranges"]
+        for w in self.workers:
+            self.conn.send_alone(w, [b"__unblock"], ranges[w][0], NO_REPLY, None)
+
+    def forget(self) -> None:
+        """The client went away (or a worker died): drop its waits without a reply."""
+        if self.done:
+            return
+        self.done = True
+        self.proxy.blocked.pop(self.conn.id, None)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.unblock_everywhere()
+
+    def finish(self, reply: bytes) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.proxy.blocked.pop(self.conn.id, None)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.entry.data = reply
+        self.conn.resume()
+
+
+class TimeoutAnswer:
+    """The reply to a one-worker timeout's `__unblock`: :1 means it timed out."""
+    __slots__ = ("waiting",)
+
+    def __init__(self, waiting: Waiting) -> None:
+        self.waiting = waiting
+
+    def fill(self, data: bytes) -> None:
+        if data == resp.ONE:
+            self.waiting.finish(self.waiting.timeout_reply)
+
+
+@proxy_command(*NULL_ARRAY_ON_TIMEOUT, route=commands.BLOCK)
+def blocking_command(conn, argv: list[bytes]) -> bytes | None:
+    spec = commands.lookup_argv(argv)
+    timeout = parse_timeout(argv[1] if spec.name in TIMEOUT_FIRST else argv[-1])
+    Waiting(conn, spec, argv, spec.keys(argv), timeout).start()
+    return None
+
+
+def fail_worker(proxy, worker: int, message: str) -> None:
+    """Worker `worker` restarted: the clients waiting on it get an error."""
+    for waiting in [w for w in proxy.blocked.values() if worker in w.workers]:
+        waiting.forget()
+        waiting.entry.data = resp.error(message)
+        waiting.conn.resume()
+
+
+def blocked_count(proxy) -> int:
+    return len(proxy.blocked)
+
