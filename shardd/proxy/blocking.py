@@ -43,7 +43,7 @@ class Waiting:
         self.timer: asyncio.TimerHandle | None = None
         self.retrying = False
         self.again = False          # a READY came while retrying
-        self.timed_out = False
+        self.timed_out: bytes | None = None    # the reply of a timeout that came while retrying
         self.done = False
 
     @property
@@ -72,15 +72,28 @@ class Waiting:
 
     async def across(self) -> None:
         conn = self.conn
+        # Known (and "retrying") from now: a READY that comes before the hold's end is kept.
+        self.retrying = True
+        self.proxy.blocked[conn.id] = self
         try:
             await conn.until_first(self.entry)
             reply = await self.proxy.coordinator.run(conn, self.first_attempt, frozenset(self.keys))
         except Exception as exc:   # a bug answers this client, it does not wedge it
             reply = resp.error(f"ERR internal error: {exc.__class__.__name__}")
-        if reply == BLOCKED:
-            self.wait()
-        else:
+        self.retrying = False
+        if reply != BLOCKED:
+            if reply[:1] == b"-":       # a worker may have queued it before another failed
+                self.unblock_everywhere()
             self.finish(reply)
+        elif conn.closed:
+            self.forget()
+        elif self.timed_out is not None:
+            self.unblock(self.timed_out)
+        else:
+            self.wait()
+            if self.again:
+                self.retrying = True
+                self.proxy.loop.create_task(self.retry())
 
     async def first_attempt(self, hold) -> bytes:
         reply = await scratch.attempt(hold, self.conn, self.spec, self.argv, self.keys, SERVE)
@@ -106,11 +119,11 @@ class Waiting:
         elif self.retrying:
             self.again = True
         else:
+            self.retrying = True      # now: a second READY must not start a second retry
             self.proxy.loop.create_task(self.retry())
 
     async def retry(self) -> None:
         """A key of a REMOTE wait is ready: try again, atomically over every worker."""
-        self.retrying = True
         try:
             while True:
                 self.again = False
@@ -123,8 +136,10 @@ class Waiting:
             return
         if reply is not None:
             self.finish(reply)
-        elif self.timed_out or self.conn.closed:
-            self.on_timeout()
+        elif self.conn.closed:
+            self.forget()
+        elif self.timed_out is not None:
+            self.unblock(self.timed_out)
 
     async def retry_steps(self, hold) -> bytes | None:
         reply = await scratch.attempt(hold, self.conn, self.spec, self.argv, self.keys, SERVE)
@@ -135,16 +150,22 @@ class Waiting:
 
     def on_timeout(self) -> None:
         self.timer = None
+        self.unblock(None)
+
+    def unblock(self, reply: bytes | None) -> None:
+        """Stop waiting (timeout, CLIENT UNBLOCK): answer `reply` (None: the timeout reply)."""
         if self.done:
             return
+        reply = self.timeout_reply if reply is None else reply
         if len(self.workers) == 1:
             # Only if the worker still had us: else its reply is ahead in the same ring.
-            self.conn.send_alone(self.workers[0], [b"__unblock"], self.first_slot(), 0, TimeoutAnswer(self))
+            self.conn.send_alone(self.workers[0], [b"__unblock"], self.first_slot(), 0,
+                                 UnblockAnswer(self, reply))
         elif self.retrying:
-            self.timed_out = True
+            self.timed_out = reply
         else:
             self.unblock_everywhere()
-            self.finish(self.timeout_reply)
+            self.finish(reply)
 
     def first_slot(self) -> int:
         return keyslot(self.keys[0]) if self.keys else 0
@@ -176,16 +197,17 @@ class Waiting:
         self.conn.resume()
 
 
-class TimeoutAnswer:
-    """The reply to a one-worker timeout's `__unblock`: :1 means it timed out."""
-    __slots__ = ("waiting",)
+class UnblockAnswer:
+    """The reply to a one-worker wait's `__unblock`: :1 means it was still waiting."""
+    __slots__ = ("waiting", "reply")
 
-    def __init__(self, waiting: Waiting) -> None:
+    def __init__(self, waiting: Waiting, reply: bytes) -> None:
         self.waiting = waiting
+        self.reply = reply
 
     def fill(self, data: bytes) -> None:
         if data == resp.ONE:
-            self.waiting.finish(self.waiting.timeout_reply)
+            self.waiting.finish(self.reply)
 
 
 @proxy_command(*NULL_ARRAY_ON_TIMEOUT, route=commands.BLOCK)

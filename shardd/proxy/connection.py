@@ -8,7 +8,7 @@ from .. import VALKEY_VERSION, errors, resp
 from .. import commands
 from ..commands import COMMANDS, proxy_command
 from ..errors import CommandError
-from ..numbers import arg_int
+from ..numbers import arg_int, arg_ll
 from .server import proxy_query
 
 
@@ -128,7 +128,10 @@ def valid_client_name(name: bytes) -> bool:
 def client_info_line(conn) -> str:
     now = time.time()
     flags = "".join(letter for flag, letter in (("unix", "U"), ("no-evict", "e"), ("no-touch", "T"))
-                    if flag in conn.flags) or "N"
+                    if flag in conn.flags)
+    if conn.id in conn.proxy.blocked:
+        flags += "b"
+    flags = flags or "N"
     spec = commands.lookup_argv(conn.last_argv)
     cmd = spec.name if spec is not None else "NULL"
     return (f"id={conn.id} addr={conn.addr} laddr={conn.laddr} fd={conn.fd} "
@@ -350,9 +353,35 @@ def client_kill(conn, argv):
     return None
 
 
+@proxy_query("client_unblock")
+def unblock_local_client(proxy, args: tuple[int, bool], asker) -> int:
+    waiting = proxy.blocked.get(args[0])
+    if waiting is None:
+        return 0
+    waiting.unblock(resp.error(UNBLOCKED) if args[1] else None)
+    return 1
+
+
+UNBLOCKED = "UNBLOCKED client unblocked via CLIENT UNBLOCK"
+
+
+def client_unblock(conn, argv):
+    _arity(argv, "unblock", len(argv) in (3, 4))
+    client_id = arg_ll(argv[2])
+    error = False
+    if len(argv) == 4:
+        reason = argv[3].lower()
+        if reason not in (b"timeout", b"error"):
+            raise CommandError("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+        error = reason == b"error"
+    conn.proxy.ask_all(conn, "client_unblock", (client_id, error),
+                       lambda answers: resp.integer(int(any(answers))))
+    return None
+
+
 CLIENT_SUBCOMMANDS = {
     b"id": client_id, b"setname": client_setname, b"getname": client_getname,
     b"setinfo": client_setinfo, b"info": client_info, b"list": client_list,
     b"no-evict": client_no_flag("no-evict"), b"no-touch": client_no_flag("no-touch"),
-    b"help": client_help, b"kill": client_kill,
+    b"help": client_help, b"kill": client_kill, b"unblock": client_unblock,
 }

@@ -20,7 +20,7 @@ from ..worker import keyspace
 from ..worker.blocking import NOWAIT
 from ..worker.context import Ctx
 from ..worker.keyspace import Db
-from .fanout import PLANNERS, Steps, planned, shard_of
+from .fanout import PLANNERS, Parts, Steps, first_reply, planned, shard_of
 from .replies import decode_or_raise
 
 MAX_RUNS = 8     # runs that may each discover new keys before the command gives up
@@ -144,3 +144,28 @@ def install() -> None:
     names += [sub.name for spec in commands.COMMANDS.values() for sub in spec.subcommands.values()
               if may_span_workers(sub)]
     planned(*names, cross_shard=True)(scratch_planner)
+
+
+# -- SORT reads keys its arguments do not name ----------------------------------------------
+
+def pattern_reads_keys(pattern: bytes) -> bool:
+    """A BY/GET pattern that names other keys ('#' is the element, no '*' reads nothing)."""
+    return b"*" in pattern and pattern != b"#"
+
+
+def sort_planner(conn, argv: list[bytes]):
+    """SORT/SORT_RO: on the key's worker, unless BY/GET patterns read keys (which may live on
+    any worker) or STORE names a key of another worker: then on fetched copies of all of them."""
+    spec = commands.lookup_argv(argv)
+    keys = spec.keys(argv)
+    workers = {shard_of(conn, k)[0] for k in keys}
+    reads_more = len(conn.proxy.links) > 1 and any(
+        argv[i].lower() in (b"by", b"get") and pattern_reads_keys(argv[i + 1])
+        for i in range(2, len(argv) - 1))
+    if len(workers) > 1 or reads_more:
+        return run_on_scratch(conn, spec, argv, keys)
+    w, slot = shard_of(conn, keys[0])
+    return Parts([(w, argv, slot)], first_reply)
+
+
+planned("sort", "sort_ro")(sort_planner)

@@ -198,7 +198,7 @@ class Proxy:
         self.names: dict[bytes, CommandSpec] = {}
         self.stats = {"total_connections_received": 0, "total_commands_processed": 0,
                       "rejected_connections": 0, "total_net_input_bytes": 0,
-                      "total_net_output_bytes": 0}
+                      "total_net_output_bytes": 0, "blocked_clients": 0}
         self.start_time = time.time()
         self.queries: dict[int, Query] = {}
         self.suspicious = suspicious_pattern(config.values["proto-max-bulk-len"]).search
@@ -221,13 +221,15 @@ class Proxy:
 
     # -- server-wide state shared with the other proxies -----------------------------------
     STAT_FIELDS = ("pid", "connected_clients", "total_connections_received", "total_commands_processed",
-                   "total_net_input_bytes", "total_net_output_bytes", "rejected_connections")
+                   "total_net_input_bytes", "total_net_output_bytes", "rejected_connections",
+                   "blocked_clients")   # 8 u64 fields: the shared region gives each proxy 64 bytes
 
     def publish_stats(self) -> None:
         """Copy this proxy's counters to shared memory, where every proxy's INFO reads them."""
         view = self.info["proxy_stats"][self.index]
         view[0] = os.getpid()
         view[1] = len(self.clients)
+        self.stats["blocked_clients"] = len(self.blocked)
         for i, name in enumerate(self.STAT_FIELDS[2:], 2):
             view[i] = self.stats[name]
 

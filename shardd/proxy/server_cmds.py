@@ -63,7 +63,7 @@ def section_clients(proxy, workers, totals) -> list[str]:
     return [
         f"connected_clients:{totals['connected_clients']}", "cluster_connections:0",
         f"maxclients:{proxy.config.values['maxclients']}", "client_recent_max_input_buffer:0",
-        "client_recent_max_output_buffer:0", "blocked_clients:0", "tracking_clients:0",
+        "client_recent_max_output_buffer:0", f"blocked_clients:{totals['blocked_clients']}", "tracking_clients:0",
         "pubsub_clients:0", "watching_clients:0", "clients_in_timeout_table:0",
         "total_watched_keys:0", "total_blocking_keys:0", "total_blocking_keys_on_nokey:0",
     ]

@@ -117,8 +117,10 @@ class Blocked:
         try:
             while ready:
                 db, key = ready.pop(0)
+                ctx.ready_key = key
                 self.serve_key(ctx, db, key)
         finally:
+            ctx.ready_key = None
             ctx.db, ctx.proto, ctx.client_id, ctx.slot, ctx.link, ctx.block_mode = saved
 
     def serve_key(self, ctx: Ctx, db: Db, key: bytes) -> None:
@@ -156,6 +158,13 @@ def nothing(ctx: Ctx, argv: list[bytes], keys: list[bytes], timeout_reply: bytes
 
 def signal_ready(db: Db, key: bytes) -> None:
     db.ready.append((db, key))
+
+
+def candidates(ctx: Ctx, keys: list[bytes]) -> list[bytes]:
+    """The keys a blocking command looks at: all of them, or when serving a waiter, the one
+    key that became ready (Valkey serves a blocked client from the key that was written)."""
+    key = ctx.ready_key
+    return keys if key is None or ctx.block_mode != SERVE else [key]
 
 
 @internal_command("__block", -2)

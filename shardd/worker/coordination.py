@@ -96,4 +96,7 @@ def swapdb(ctx: Ctx, argv: list[bytes]) -> bytes:
         setattr(first, name, vb)
         setattr(second, name, va)
     # Watches stay with the db index they were made on (as in Valkey): they fired above.
+    # Clients blocked in either db may find their keys filled now (scanDatabaseForReadyKeys).
+    for db in (first, second):
+        db.ready.extend((db, key) for key in db.blocked)
     return resp.OK
