@@ -105,7 +105,15 @@ def lookup_argv(argv: list[bytes]) -> CommandSpec | None:
     return spec
 
 
+# Commands whose keys only code can find (Valkey's getkeys procs: SORT's STORE …), by name;
+# the proxy's introspection.py fills it with the procs COMMAND GETKEYS uses too.
+KEY_FINDERS: dict[str, Callable[[list[bytes]], list[int]]] = {}
+
+
 def key_positions(spec: CommandSpec, argv: list[bytes]) -> list[int]:
+    finder = KEY_FINDERS.get(spec.name)
+    if finder is not None:
+        return finder(argv)
     argc = len(argv)
     positions: list[int] = []
     for ks in spec.facts.get("key_specs", []):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from .. import errors, resp
+from .. import commands, errors, resp
 from ..commands import COMMANDS, CommandSpec, proxy_command
 from ..glob import glob_match
 from .request_parser import string2ll
@@ -368,6 +368,10 @@ GETKEYS_PROCS: dict[str, Callable[[list[bytes]], list[KeyRef]]] = {
     "set": _set_keys, "bitfield": _bitfield_keys, "sort": _sort_keys,
     "sort_ro": lambda argv: [(1, ("RO", "ACCESS"))], "migrate": _migrate_keys,
 }
+
+
+for _name in ("sort", "sort_ro"):      # the proxy routes by these keys too
+    commands.KEY_FINDERS[_name] = lambda argv, proc=GETKEYS_PROCS[_name]: [p for p, _ in proc(argv)]
 
 
 def command_keys(spec: CommandSpec, argv: list[bytes]) -> list[KeyRef]:
