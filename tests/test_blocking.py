@@ -370,3 +370,34 @@ def test_swapdb_serves_clients_blocked_in_the_other_db(r, conns):
     assert silent_for(c, 0.2)
     assert r.swapdb(0, 1)
     assert c.read().endswith(b"$8\r\nfrom-db0\r\n")
+
+
+# -- sorted sets ----------------------------------------------------------------------------
+
+def test_bzpopmin_at_once_and_blocked(r, conns):
+    r.zadd(A0, {"a": 1, "b": 2})
+    c = conns()
+    assert c.call("BZPOPMIN", A0, 0) == b"*3\r\n$%d\r\n%b\r\n$1\r\na\r\n$1\r\n1\r\n" % (len(A0), A0.encode())
+    assert c.call("BZPOPMAX", A0, 0) == b"*3\r\n$%d\r\n%b\r\n$1\r\nb\r\n$1\r\n2\r\n" % (len(A0), A0.encode())
+    block(c, "BZPOPMAX", B0, A0, 0)
+    r.zadd(A0, {"x": 1.5, "y": 2.5})
+    assert c.read() == b"*3\r\n$%d\r\n%b\r\n$1\r\ny\r\n$3\r\n2.5\r\n" % (len(A0), A0.encode())
+
+
+def test_bzmpop_across_workers_and_timeout(r, conns):
+    c = conns()
+    block(c, "BZMPOP", 0, 2, A0, A1, "MIN", "COUNT", 2)
+    r.zadd(A1, {"p": 1, "q": 2, "s": 3})
+    assert c.read() == (b"*2\r\n$%d\r\n%b\r\n*2\r\n*2\r\n$1\r\np\r\n$1\r\n1\r\n*2\r\n$1\r\nq\r\n$1\r\n2\r\n"
+                        % (len(A1), A1.encode()))
+    c.call("HELLO", "3")
+    assert c.call("BZPOPMIN", A0, "0.05") == b"_\r\n"
+    assert c.call("BZMPOP", "0.05", 1, A0, "MAX") == b"_\r\n"
+    assert c.call("BZPOPMIN", A1, 0) == b"*3\r\n$%d\r\n%b\r\n$1\r\ns\r\n,3\r\n" % (len(A1), A1.encode())
+
+
+def test_bzpop_wrong_type_and_errors(r, raw):
+    r.set(A0, "s")
+    assert raw.call("BZPOPMIN", A0, 0).startswith(b"-WRONGTYPE")
+    assert raw.call("BZMPOP", 0, 0, A0, "MIN").startswith(b"-ERR numkeys")
+    assert raw.call("BZPOPMIN", B0, "-1") == b"-ERR timeout is negative\r\n"

@@ -146,23 +146,28 @@ class Coordinator:
 
 
 def waves(batch: list[Waiting]) -> list[list[Waiting]]:
-    """Split a batch, in order, into groups of operations on disjoint keys: the operations of
-    one group run side by side (they commute), the groups one after the other. An operation
-    whose keys are not known runs alone."""
+    """Split a batch, in order, into groups that run side by side, the groups one after the
+    other. One-round operations (Parts) never conflict with each other: they share one frame
+    per worker, which every worker runs in the same order, so all see one serial order. An
+    operation of several rounds (Steps) must not share keys with anything beside it; one whose
+    keys are not known runs alone."""
     groups: list[list[Waiting]] = []
     current: list[Waiting] = []
-    used: set[bytes] = set()
+    by_steps: set[bytes] = set()     # keys of the Steps operations in `current`
+    by_parts: set[bytes] = set()     # keys of its Parts operations
     for waiting in batch:
         keys = waiting.keys
-        if keys is None or used & keys:
+        one_round = isinstance(waiting.plan, Parts)
+        clash = keys is None or (by_steps & keys if one_round else (by_steps | by_parts) & keys)
+        if clash:
             if current:
                 groups.append(current)
-            current, used = [], set()
+            current, by_steps, by_parts = [], set(), set()
             if keys is None:
                 groups.append([waiting])
                 continue
         current.append(waiting)
-        used |= keys
+        (by_parts if one_round else by_steps).update(keys)
     if current:
         groups.append(current)
     return groups

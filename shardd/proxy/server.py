@@ -745,8 +745,8 @@ class Client(asyncio.Protocol):
                 if spec.worker_handler is None and not spec.subcommands:
                     self.reply_local(resp.error(errors.unknown_command(argv[0], argv[1:])))
                     continue
-                fk = spec.first_key
-                if fk > 0 and spec.last_key == fk:
+                fk = spec.direct_key
+                if fk:
                     slot = keyslot(argv[fk])
                 else:
                     slot = self.route_slot(spec, argv)

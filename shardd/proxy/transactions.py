@@ -106,7 +106,35 @@ def exec_(conn, argv: list[bytes]) -> bytes | None:
     worker = one_worker(conn, queued)
     if worker is not None and queued and watching <= {worker}:
         return exec_in_one_frame(conn, queued, worker, bool(watching))
+    if not watching:
+        plan = exec_one_round(conn, queued)
+        if plan is not None:
+            return run_plan(conn, plan)
     return run_plan(conn, exec_steps(conn, queued, watching))
+
+
+def exec_one_round(conn, queued: list[list[bytes]]) -> Parts | None:
+    """A transaction whose commands each take one round: all of them in one frame per worker
+    (each worker runs its share in queue order, under the hold), or None."""
+    plans = []
+    for argv in queued:
+        try:
+            plan = plan_for(conn, argv)
+        except CommandError:
+            return None
+        if not isinstance(plan, Parts):
+            return None
+        plans.append(plan)
+    proto = conn.proto
+
+    def merge(replies: list[bytes]) -> bytes:
+        out, pos = [resp.array_header(len(plans))], 0
+        for plan in plans:
+            n = len(plan.parts)
+            out.append(settle(plan.merge, replies[pos:pos + n]))
+            pos += n
+        return b"".join(out)
+    return Parts([part for plan in plans for part in plan.parts], merge)
 
 
 def one_worker(conn, queued: list[list[bytes]]) -> int | None:
