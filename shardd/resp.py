@@ -5,8 +5,9 @@ here; slow paths (INFO, CONFIG, COMMAND) hand Python values to `encode`.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable
+
+from .dtoa import d2string
 
 CRLF = b"\r\n"
 OK = b"+OK\r\n"
@@ -97,25 +98,14 @@ def push_header(n: int, proto: int) -> bytes:
     return b">%d\r\n" % n if proto == 3 else array_header(n)
 
 
-def format_double(value: float) -> bytes:
-    """Valkey's human form of a double (%.17g, shortest round-trip, 'inf'/'-inf')."""
-    if math.isinf(value):
-        return b"inf" if value > 0 else b"-inf"
-    if value == int(value) and abs(value) < 1e17:
-        return b"%d" % int(value)
-    text = repr(value)
-    if "e" in text:
-        mantissa, exp = text.split("e")
-        sign = exp[0] if exp[0] in "+-" else "+"
-        digits = exp.lstrip("+-").rjust(2, "0")
-        text = f"{mantissa}e{sign}{digits}"
-    return text.encode()
+format_double = d2string      # Valkey 8's d2string (shardd/dtoa.py)
 
 
 def double(value: float, proto: int) -> bytes:
+    """addReplyDouble: a bulk string in RESP2, a double in RESP3."""
     if proto == 3:
-        return b"," + format_double(value) + CRLF
-    return bulk(format_double(value))
+        return b"," + d2string(value) + CRLF
+    return bulk(d2string(value))
 
 
 def boolean(value: bool, proto: int) -> bytes:
