@@ -21,11 +21,13 @@ import uuid
 
 from . import REDIS_VERSION, __version__, log
 from .ring import FrameReader, FrameWriter, Ring, SharedRegion, Waker, ring_size
+from .persist import LOAD_FAILED_EXIT
 from .slots import slot_map, slot_ranges
 
 REQUEST_RING = 4 << 20
 REPLY_RING = 4 << 20
 CONTROL_RING = 256 << 10
+SAVE_GRACE = 120.0          # seconds a stopping worker may take to save its snapshot
 _PR_SET_PDEATHSIG = 1
 
 
@@ -232,10 +234,14 @@ class Supervisor:
         self.n_proxies = max(1, cfg.values.get("io-threads", 1))
         self.slotmap = slot_map(self.n_workers)
         self.ranges = slot_ranges(self.n_workers)
+        self.cfg.values["__shards__"] = self.n_workers
         self.workers: dict[int, int] = {}   # pid → shard
         self.proxies: dict[int, int] = {}   # pid → index
         self.control: list[socket.socket] = []
         self.stopping = False
+        self.save_on_exit: bool | None = None    # SHUTDOWN SAVE (True) / NOSAVE (False)
+        self.exit_code = 0
+        self.exit_statuses: dict[int, int] = {}
         self.info = {
             "run_id": uuid.uuid4().hex + uuid.uuid4().hex[:8],
             "process_id": os.getpid(),
@@ -466,7 +472,14 @@ class Supervisor:
                 self.workers.pop(pid, None)
                 self.proxies.pop(pid, None)
                 continue
-            if pid in self.workers:
+            if pid in self.workers and os.WIFEXITED(status) and os.WEXITSTATUS(status) == LOAD_FAILED_EXIT:
+                w = self.workers.pop(pid)
+                log.log("warning", f"Worker {w} could not load its data (see above): stopping the server")
+                self.report_failure([f"worker {w} could not load its data; see the log"])
+                self.stopping = True
+                self.exit_code = 1
+                self.save_on_exit = False    # the others must not overwrite files not yet read
+            elif pid in self.workers:
                 w = self.workers.pop(pid)
                 log.log("warning", f"Worker {w} (pid {pid}) exited with status {status}; restarting it")
                 self.spawn_worker(w, restarted=True)
@@ -487,6 +500,7 @@ class Supervisor:
             if op == "shutdown":
                 self.stopping = True
                 self.exit_code = 0
+                self.save_on_exit = msg.get("save")
             elif op == "broadcast":
                 self.broadcast(msg["msg"], exclude=p)
             elif op == "query":
@@ -513,20 +527,33 @@ class Supervisor:
                 except OSError:
                     pass
 
-    @staticmethod
-    def wait_children(alive: set[int], timeout: float) -> set[int]:
+    def wait_children(self, alive: set[int], timeout: float) -> set[int]:
         """Reap children until none of `alive` is left or the time is up; those left."""
         deadline = time.monotonic() + timeout
         while alive and time.monotonic() < deadline:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return set()
             if pid == 0:
                 time.sleep(0.01)
             else:
                 alive.discard(pid)
+                self.exit_statuses[pid] = status
         return alive
+
+    def record_snapshot_layout(self, workers: list[int]) -> None:
+        """Every worker saved on its way out: the files are this layout's."""
+        saving = self.save_on_exit if self.save_on_exit is not None else bool(self.cfg.values.get("save"))
+        if not saving or any(self.exit_statuses.get(pid) != 0 for pid in workers):
+            return
+        from .persist import files
+        values = self.cfg.values
+        try:
+            files.write_map(values["dir"], values["dbfilename"], self.ranges)
+            files.remove_stale_shard_files(values["dir"], values["dbfilename"], self.n_workers)
+        except OSError as exc:
+            log.log("warning", f"Could not write the shard map: {exc}")
 
     def shutdown(self) -> int:
         log.log("warning", "User requested shutdown...")
@@ -534,13 +561,19 @@ class Supervisor:
         if self.probe is not None:
             self.probe.close()
             self.probe = None
-        children = list(self.proxies) + list(self.workers)
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        alive = self.wait_children(set(children), 3.0)
+        # Proxies first, so no command reaches a worker that is saving on its way out; the
+        # workers then save (SIGTERM: if save points are set; SHUTDOWN SAVE/NOSAVE decided).
+        worker_signal = {None: signal.SIGTERM, True: signal.SIGUSR1, False: signal.SIGUSR2}[self.save_on_exit]
+        alive: set[int] = set()
+        for pids, sig, grace in ((list(self.proxies), signal.SIGTERM, 3.0),
+                                 (list(self.workers), worker_signal, SAVE_GRACE)):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            alive |= self.wait_children(set(pids), grace)
+        self.record_snapshot_layout(list(self.workers))
         if alive:
             # Children hold no state that a clean exit would save yet (persistence comes
             # later): one that did not stop within the grace is killed.
@@ -565,7 +598,7 @@ class Supervisor:
         log.log("warning", "shardd is now ready to exit, bye bye...")
         if self.ready_fd is not None:      # stopped before it was ready
             self.report_failure(["the server was shut down before it was ready to accept connections"])
-        return 0
+        return self.exit_code
 
 
 def send_message(sock: socket.socket, msg: dict) -> None:
@@ -891,8 +924,8 @@ def run(cfg) -> int:
     check_tcp_backlog(values.get("tcp-backlog", 511))
     # Import every command family before forking so all processes share one table (after
     # daemonizing: worker/server_cmds.py takes psutil.Process() of the importing process).
-    from .worker import (coordination, server_cmds, sort, t_bitops, t_geo, t_hash, t_hll,  # noqa: F401
-                         t_keys, t_list, t_set, t_string, t_zset)
+    from .worker import (coordination, dump, server_cmds, sort, t_bitops, t_geo, t_hash, t_hll,  # noqa: F401
+                         t_keys, t_list, t_set, t_string, t_zset, persistence)
     from .proxy import handlers  # noqa: F401
     sup = Supervisor(cfg, supervised=supervised, ready_fd=ready_fd, pidfile=pidfile, daemonized=background)
     return sup.run()

@@ -603,3 +603,114 @@ def test_tcp_keepalive_is_set_on_client_sockets():
         c.close()
     finally:
         srv.stop()
+
+
+# --- the example production config --------------------------------------------------------------
+
+PRODUCTION_CONF = ROOT.parent / "shared" / "examples" / "production-valkey.conf"
+
+
+def _directives(text: str) -> list[tuple[str, list[str]]]:
+    from shardd.config import split_args
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            argv = split_args(line)
+            out.append((argv[0].lower(), argv[1:]))
+    return out
+
+
+@pytest.mark.skipif(not PRODUCTION_CONF.exists(), reason="no ../shared/examples/production-valkey.conf")
+def test_production_valkey_conf(tmp_path):
+    """A real user's valkey.conf, its paths and port swapped for temporary ones, starts shardd
+    unchanged, and every directive in it is in force or named in the log as not acted on yet."""
+    port = free_port()
+    for sub in ("data", "log", "run"):
+        (tmp_path / sub).mkdir()
+    text = PRODUCTION_CONF.read_text()
+    text = re.sub(r"^port 6379$", f"port {port}", text, flags=re.M)
+    text = (text.replace("/var/lib/valkey", str(tmp_path / "data"))
+                .replace("/var/log/valkey", str(tmp_path / "log"))
+                .replace("/var/run/valkey", str(tmp_path / "run")))
+    if not _bindable("::1"):
+        text = re.sub(r"^bind 127.0.0.1 ::1$", "bind 127.0.0.1 -::1", text, flags=re.M)
+    conf = tmp_path / "valkey.conf"
+    conf.write_text(text)
+    directives = _directives(text)
+    notify = NotifySocket(tmp_path)
+    env = dict(server_env(), NOTIFY_SOCKET=notify.env)
+    env.pop("WATCHDOG_USEC", None)
+    out = open(tmp_path / "out.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "shardd", str(conf)], stdout=out, stderr=subprocess.STDOUT,
+                            env=env, cwd=str(tmp_path))
+    kids: list[psutil.Process] = []
+    password = dict(directives)["requirepass"][0]
+    try:
+        while notify.recv(30)[1] != "READY=1\n":          # supervised systemd
+            pass
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        assert answers_ping(tcp(port), (b"-NOAUTH",))       # requirepass
+        c = redis.Redis(port=port, password=password, socket_timeout=10)
+
+        def config(name: str) -> str:
+            return c.config_get(name)[name]
+
+        # Every directive reads back as the file set it.
+        for name, args in directives:
+            if name == "rename-command":
+                continue
+            value = config(name)
+            if name == "save":              # several lines add up
+                assert value == " ".join(" ".join(a) for n, a in directives if n == "save")
+            elif name in ("maxmemory", "auto-aof-rewrite-min-size"):
+                from shardd.config import parse_memory
+                assert int(value) == parse_memory(args[0])
+            elif name == "bind":
+                assert value == " ".join(args)
+            else:
+                assert value == " ".join(args), (name, value, args)
+        # ... and is in force.
+        assert proc.poll() is None                                                   # daemonize no
+        info = c.info("server")
+        assert info["process_supervised"] == "systemd" and info["tcp_port"] == port   # supervised, port
+        assert (tmp_path / "run" / "valkey-server.pid").read_text().strip() == str(proc.pid)   # pidfile
+        log = (tmp_path / "log" / "valkey-server.log")
+        lines = log_lines(log)                                                         # logfile, format
+        assert {m.group(10) for m in lines} <= {"*", "#"}                              # loglevel notice
+        assert config("dir") == str(tmp_path / "data")                                 # dir
+        assert c.execute_command("SELECT", 15) is True                                 # databases 16
+        with pytest.raises(redis.ResponseError, match="DB index is out of range"):
+            c.execute_command("SELECT", 16)
+        c.execute_command("SELECT", 0)
+        for command in ("FLUSHALL", "FLUSHDB"):                                        # rename-command
+            with pytest.raises(redis.ResponseError, match=f"unknown command '{command}'"):
+                c.execute_command(command)
+        assert c.info("shards")["proxies"] == 4 and len(kids) == 4 + c.info("shards")["shards"]  # io-threads 4
+        if _bindable("::1"):                                                           # bind 127.0.0.1 ::1
+            assert answers_ping(lambda: socket.create_connection(("::1", port), timeout=2), (b"-NOAUTH",))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:          # tcp-keepalive 300
+            s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password.encode()))
+            assert s.recv(16) == b"+OK\r\n"
+        text_log = log.read_text()
+        # Accepted, not acted on yet: eviction and the append only file, said once in the log.
+        inert = re.search(r"Accepted but not acted on yet: (.*)$", text_log, re.M)
+        assert inert, text_log[-2000:]
+        not_yet = {name for name in re.findall(r"([a-z-]+) \(", inert.group(1))}
+        assert {"maxmemory", "maxmemory-policy", "appendonly"} <= not_yet
+        in_force = {"port", "bind", "protected-mode", "tcp-backlog", "timeout", "tcp-keepalive", "daemonize",
+                    "supervised", "pidfile", "loglevel", "logfile", "databases", "dir", "requirepass",
+                    "rename-command", "io-threads", "io-threads-do-reads",
+                    # snapshotting: the persistence work (SAVE/BGSAVE, save points) honours these
+                    "save", "stop-writes-on-bgsave-error", "rdbcompression", "rdbchecksum"}
+        from shardd.config import NOT_ACTED_ON
+        for name, _ in directives:
+            assert name in in_force or name in NOT_ACTED_ON, f"{name}: neither honoured nor declared inert"
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert not (tmp_path / "run" / "valkey-server.pid").exists()
+    finally:
+        stop_tree(proc, kids)
+        out.close()
+        notify.close()

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import time
 
 from .. import VALKEY_VERSION, errors, resp
 from .. import commands
 from ..commands import COMMANDS, proxy_command
 from ..errors import CommandError
-from ..numbers import arg_int, arg_ll
-from .server import proxy_query
+from ..numbers import arg_int, arg_ll, string2ll
+from .server import REPLY_OFF, REPLY_SKIP, REPLY_SKIP_NEXT, proxy_query
 
 
 @proxy_command("ping")
@@ -125,22 +126,62 @@ def valid_client_name(name: bytes) -> bool:
     return all(33 <= c <= 126 for c in name)
 
 
+def pending_query_bytes(conn) -> int:
+    """Bytes read from the client and not yet made into commands (Valkey's qbuf)."""
+    if conn.strict is not None:
+        return conn.strict.buffered()
+    return conn.reader.len() if conn.carry else 0
+
+
+def unsent_reply_bytes(conn) -> int:
+    """Replies computed and not yet taken by the socket (Valkey's omem)."""
+    queued = sum(len(e.data) for e in conn.out if e.data is not None)
+    if conn.transport is None or conn.closed:
+        return queued
+    return queued + conn.transport.get_write_buffer_size()
+
+
 def client_info_line(conn) -> str:
     now = time.time()
     flags = "".join(letter for flag, letter in (("unix", "U"), ("no-evict", "e"), ("no-touch", "T"))
                     if flag in conn.flags)
-    if conn.id in conn.proxy.blocked:
+    if conn.id in conn.proxy.blocked or conn.id in conn.proxy.postponed:
         flags += "b"
+    if conn.multi is not None:
+        flags += "x"
     flags = flags or "N"
     spec = commands.lookup_argv(conn.last_argv)
     cmd = spec.name if spec is not None else "NULL"
+    qbuf = pending_query_bytes(conn)
+    omem = unsent_reply_bytes(conn)
+    multi = len(conn.multi) if conn.multi is not None else -1
+    events = "rw" if omem else "r"
     return (f"id={conn.id} addr={conn.addr} laddr={conn.laddr} fd={conn.fd} "
             f"name={conn.name.decode('utf-8', 'replace')} age={int(now - conn.created)} "
             f"idle={int(now - conn.last_interaction)} flags={flags} db={conn.db} sub=0 psub=0 ssub=0 "
-            f"multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 "
-            f"omem=0 tot-mem=1024 events=r cmd={cmd} "
+            f"multi={multi} watch=0 qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 "
+            f"obl=0 oll={sum(1 for e in conn.out if e.data)} omem={omem} tot-mem={1024 + qbuf + omem} "
+            f"events={events} cmd={cmd} "
             f"user={conn.user} redir=-1 resp={conn.proto} "
             f"lib-name={conn.lib_name.decode('utf-8', 'replace')} lib-ver={conn.lib_ver.decode('utf-8', 'replace')}")
+
+
+def is_local_address(peer) -> bool:
+    """connIsLocal: a unix socket, or a TCP peer on 127.0.0.0/8 or ::1."""
+    if not isinstance(peer, tuple):
+        return True
+    try:
+        address = ipaddress.ip_address(peer[0].split("%", 1)[0])
+    except ValueError:
+        return False
+    return address.is_loopback
+
+
+def protected_mode_denies(values: dict, peer) -> bool:
+    """protected-mode as Valkey 8 applies it on accept: protected mode on, no password for the
+    default user, and a client that is not local. (bind is not looked at: Valkey dropped that
+    condition in 6.0, its comment notwithstanding.)"""
+    return bool(values.get("protected-mode")) and not values.get("requirepass") and not is_local_address(peer)
 
 
 @proxy_query("client_list")
@@ -197,6 +238,9 @@ CLIENT_HELP = [
     "LIST [options ...]", "    Return information about client connections. Options:",
     "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)", "      Return clients of specified type.",
     "    * ID <client-id> [<client-id> ...]", "      Return clients of specified IDs only.",
+    "UNPAUSE", "    Stop the current client pause, resuming traffic.",
+    "PAUSE <timeout> [WRITE|ALL]", "    Suspend all, or just write, clients for <timeout> milliseconds.",
+    "REPLY (ON|OFF|SKIP)", "    Control the replies sent to the current connection.",
     "SETNAME <name>", "    Assign the name <name> to the current connection.",
     "SETINFO <option> <value>", "    Set client meta attr. Options are:",
     "    * LIB-NAME: the client lib name.", "    * LIB-VER: the client lib version.",
@@ -226,6 +270,12 @@ def _arity(argv: list[bytes], sub: str, ok: bool) -> None:
 def client_id(conn, argv):
     _arity(argv, "id", len(argv) == 2)
     return resp.integer(conn.id)
+
+
+def outside_exec(conn, name: str) -> None:
+    """Commands answered after asking every proxy cannot run inside EXEC (see slowlog.py)."""
+    if conn.paused:
+        raise CommandError(f"ERR '{name}' cannot run inside a transaction in shardd")
 
 
 def client_setname(conn, argv):
@@ -283,6 +333,7 @@ def client_list(conn, argv):
         else:
             return resp.error(errors.SYNTAX)
     proto = conn.proto
+    outside_exec(conn, "client|list")
 
     def render(lines: list[str]) -> bytes:
         text = "".join(line + "\n" for line in lines)
@@ -312,6 +363,7 @@ CLIENT_TYPES = (b"normal", b"master", b"primary", b"replica", b"slave", b"pubsub
 
 def client_kill(conn, argv):
     """CLIENT KILL addr (old form), or CLIENT KILL <filter> <value> ... (Valkey 8's filters)."""
+    outside_exec(conn, "client|kill")
     if len(argv) == 3:
         conn.proxy.ask_all(conn, "client_kill", {b"ADDR": argv[2], b"SKIPME": b"no"},
                            lambda answers: resp.OK if sum(answers) else resp.error("ERR No such client"))
@@ -368,6 +420,7 @@ UNBLOCKED = "UNBLOCKED client unblocked via CLIENT UNBLOCK"
 def client_unblock(conn, argv):
     _arity(argv, "unblock", len(argv) in (3, 4))
     client_id = arg_ll(argv[2])
+    outside_exec(conn, "client|unblock")
     error = False
     if len(argv) == 4:
         reason = argv[3].lower()
@@ -379,9 +432,76 @@ def client_unblock(conn, argv):
     return None
 
 
+# -- CLIENT PAUSE / UNPAUSE / REPLY ----------------------------------------------------------
+@proxy_query("client_pause")
+def pause_local_clients(proxy, args: tuple[str, float], asker) -> bool:
+    proxy.pause(*args)
+    return True
+
+
+@proxy_query("client_unpause")
+def unpause_local_clients(proxy, args, asker) -> bool:
+    proxy.unpause()
+    return True
+
+
+def every_proxy(conn, what: str, args) -> bytes | None:
+    """Apply `what` on every proxy, answering OK once all have (CONFIG SET's way). Inside EXEC
+    (the client is held) this proxy applies it now and tells the others without waiting."""
+    proxy = conn.proxy
+    if not conn.paused:
+        proxy.ask_all(conn, what, args, lambda answers: resp.OK)
+        return None
+    from .server import QUERIES
+    QUERIES[what](proxy, args, conn)
+    if proxy.n_proxies > 1:
+        proxy.send_control({"op": "query", "qid": 0, "from": proxy.index, "what": what, "args": args})
+    return resp.OK
+
+
+def client_pause(conn, argv):
+    actions = "all"
+    if len(argv) == 4:
+        mode = argv[3].lower()
+        if mode not in (b"write", b"all"):
+            raise CommandError("ERR CLIENT PAUSE mode must be WRITE or ALL")
+        actions = mode.decode()
+    timeout = string2ll(argv[2])
+    if timeout is None:
+        raise CommandError("ERR timeout is not an integer or out of range")
+    if timeout < 0:
+        raise CommandError("ERR timeout is negative")
+    return every_proxy(conn, "client_pause", (actions, time.time() + timeout / 1000))
+
+
+def client_unpause(conn, argv):
+    return every_proxy(conn, "client_unpause", None)
+
+
+def client_reply(conn, argv):
+    """ON answers OK; OFF and SKIP answer nothing (SKIP also drops the next command's reply)."""
+    mode = argv[2].lower()
+    if mode == b"on":
+        conn.reply_mode = 0
+        conn.detour = conn.proxy.pause_actions is not None
+        return resp.OK
+    if mode == b"off":
+        conn.reply_mode = REPLY_OFF
+    elif mode == b"skip":
+        if not conn.reply_mode & REPLY_OFF:
+            conn.reply_mode |= REPLY_SKIP_NEXT
+    elif conn.reply_mode & (REPLY_OFF | REPLY_SKIP):
+        return None                  # the syntax error is dropped like any reply
+    else:
+        raise CommandError(errors.SYNTAX)
+    conn.detour = True
+    return None
+
+
 CLIENT_SUBCOMMANDS = {
     b"id": client_id, b"setname": client_setname, b"getname": client_getname,
     b"setinfo": client_setinfo, b"info": client_info, b"list": client_list,
     b"no-evict": client_no_flag("no-evict"), b"no-touch": client_no_flag("no-touch"),
     b"help": client_help, b"kill": client_kill, b"unblock": client_unblock,
+    b"pause": client_pause, b"unpause": client_unpause, b"reply": client_reply,
 }

@@ -1,2 +1,2 @@
 """Imports every module that registers proxy-side commands."""
-from . import blocking, connection, fanout, introspection, server_cmds, transactions  # noqa: F401
+from . import blocking, connection, fanout, introspection, persistence, scripts, server_cmds, transactions  # noqa: F401

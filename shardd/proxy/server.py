@@ -14,6 +14,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import Callable
 
 import hiredis
@@ -23,6 +24,7 @@ from ..commands import SINGLE, CommandSpec
 from ..frames import CLIENTS, EXEC_ALL, FRAMED_REQUEST, REPLY, REQUEST, SECTION, WAKE_BID
 from ..ring import FrameReader, FrameWriter, Waker
 from ..slots import keyslot
+from ..worker.server_cmds import OpStats, may_replicate
 from . import transactions
 from .request_parser import RequestParser
 
@@ -35,6 +37,29 @@ def suspicious_pattern(max_bulk_len: int) -> re.Pattern:
     happens to match only costs the slower path."""
     digits = min(8, len(str(max_bulk_len)))
     return re.compile(rb"[*$]-?\d{%d,}|\r\n[+(=]" % digits)
+
+
+# With output buffer limits set, the commands of one client in flight at once: a read holding
+# more (a long pipeline) runs in pieces, each once the previous one has answered and the client
+# is reading its replies, so what one client asks for cannot pile up far beyond its limits.
+# Without limits (Valkey's default for normal clients) pipelines are not cut.
+MAX_IN_FLIGHT = 128
+NO_CAP = 1 << 62
+# CLIENT REPLY modes (Client.reply_mode bits).
+REPLY_OFF, REPLY_SKIP, REPLY_SKIP_NEXT = 1, 2, 4
+PROTECTED_MODE_DENIED = (
+    b"-DENIED Valkey is running in protected mode because protected mode is enabled and no password "
+    b"is set for the default user. In this mode connections are only accepted from the loopback "
+    b"interface. If you want to connect from external computers to Valkey you may adopt one of the "
+    b"following solutions: 1) Just disable protected mode sending the command 'CONFIG SET "
+    b"protected-mode no' from the loopback interface by connecting to Valkey from the same host the "
+    b"server is running, however MAKE SURE Valkey is not publicly accessible from internet if you do "
+    b"so. Use CONFIG REWRITE to make this change permanent. 2) Alternatively you can just disable the "
+    b"protected mode by editing the Valkey configuration file, and setting the protected mode option "
+    b"to 'no', and then restarting the server. 3) If you started the server manually just for "
+    b"testing, restart it with the '--protected-mode no' option. 4) Set up an authentication password "
+    b"for the default user. NOTE: You only need to do one of the above things in order for the server "
+    b"to start accepting connections from the outside.\r\n")
 
 
 @dataclass
@@ -56,6 +81,20 @@ class Entry:
 
     def fill(self, data: bytes) -> None:
         self.data = data
+
+
+class MutedEntry(Entry):
+    """A place whose reply is dropped (CLIENT REPLY OFF / SKIP): always ready, always empty.
+    An Entry already handed out becomes one by a change of class."""
+    __slots__ = ()
+
+    @property
+    def data(self) -> bytes:
+        return b""
+
+    @data.setter
+    def data(self, value) -> None:
+        pass
 
 
 class Gather:
@@ -189,6 +228,9 @@ class Proxy:
         self.clients: dict[int, Client] = {}
         self.pending: dict[int, tuple] = {}
         self.blocked: dict[int, object] = {}    # client id → its blocking.Waiting
+        self._internal: Client | None = None
+        from .persistence import Snapshots
+        self.snapshots = Snapshots(self)
         self.next_bid = 1
         self.next_client_id = index + 1
         self.poll_scheduled = False
@@ -202,6 +244,14 @@ class Proxy:
         self.start_time = time.time()
         self.queries: dict[int, Query] = {}
         self.suspicious = suspicious_pattern(config.values["proto-max-bulk-len"]).search
+        self.opstats = OpStats(config.values, in_proxy=True)
+        self.limit_stats = {"client_query_buffer_limit_disconnections": 0,
+                            "client_output_buffer_limit_disconnections": 0}
+        # CLIENT PAUSE: "write" or "all" until pause_end (unix time); postponed clients wait.
+        self.pause_actions: str | None = None
+        self.pause_end = 0.0
+        self.pause_timer: asyncio.TimerHandle | None = None
+        self.postponed: dict[int, "Client"] = {}
         self.build_names()
 
     def build_names(self) -> None:
@@ -229,7 +279,7 @@ class Proxy:
         view = self.info["proxy_stats"][self.index]
         view[0] = os.getpid()
         view[1] = len(self.clients)
-        self.stats["blocked_clients"] = len(self.blocked)
+        self.stats["blocked_clients"] = len(self.blocked) + len(self.postponed)
         for i, name in enumerate(self.STAT_FIELDS[2:], 2):
             view[i] = self.stats[name]
 
@@ -255,9 +305,57 @@ class Proxy:
 
     def config_changed(self) -> None:
         self.suspicious = suspicious_pattern(self.config.values["proto-max-bulk-len"]).search
+        self.opstats.configure(self.config.values)
+        for c in self.clients.values():
+            c.set_output_limits()
 
-    def request_shutdown(self) -> None:
-        self.send_control({"op": "shutdown"})
+    # -- CLIENT PAUSE ----------------------------------------------------------------------
+    def pause(self, actions: str, end: float) -> None:
+        """Pause clients' commands ("write" or "all") until `end` (unix time). A pause in
+        force keeps the stricter mode and the later end, as Valkey's pauseActions."""
+        if self.pause_actions is not None:
+            if self.pause_actions == "all":
+                actions = "all"
+            end = max(end, self.pause_end)
+        self.pause_actions = actions
+        self.pause_end = end
+        for c in self.clients.values():
+            c.detour = True
+        if self.pause_timer is not None:
+            self.pause_timer.cancel()
+        self.pause_timer = self.loop.call_later(max(end - time.time(), 0), self.pause_expired)
+
+    def pause_expired(self) -> None:
+        self.pause_timer = None
+        if time.time() >= self.pause_end:
+            self.unpause()
+        else:
+            self.pause_timer = self.loop.call_later(self.pause_end - time.time(), self.pause_expired)
+
+    def unpause(self) -> None:
+        """End the pause: postponed clients run what they sent meanwhile, in arrival order."""
+        if self.pause_timer is not None:
+            self.pause_timer.cancel()
+            self.pause_timer = None
+        self.pause_actions = None
+        self.pause_end = 0.0
+        for c in self.clients.values():
+            c.detour = bool(c.reply_mode)
+        waiting, self.postponed = list(self.postponed.values()), {}
+        for c in waiting:
+            self.loop.call_soon(c.run_deferred)
+
+    def request_shutdown(self, save: bool | None = None) -> None:
+        """Ask the supervisor to stop; the workers save on the way out per `save` (None:
+        when save points are set)."""
+        self.send_control({"op": "shutdown", "save": save})
+
+    def internal_client(self) -> "Client":
+        """A client with no socket, for work the proxy starts itself (save points)."""
+        if self._internal is None:
+            self._internal = Client(self)
+            self._internal.closed = True
+        return self._internal
 
     def send_control(self, msg: dict) -> None:
         from ..supervisor import send_message
@@ -530,6 +628,14 @@ class Client(asyncio.Protocol):
         self.multi: list[list[bytes]] | None = None   # queued commands between MULTI and EXEC
         self.multi_error = False
         self.watching: set[int] = set()                # workers holding this client's WATCHes
+        # CLIENT REPLY: 0 ON, else OFF / SKIP bits; `detour` sends every read through
+        # dispatch (reply mode not ON, or a CLIENT PAUSE in force).
+        self.reply_mode = 0
+        self.detour = proxy.pause_actions is not None
+        self.muting = False
+        self.soft_limit_since: float | None = None   # output above the soft limit since
+        self.backlogged = False                      # replies wait unsent (pause_writing)
+        self.in_flight_cap = NO_CAP                  # MAX_IN_FLIGHT under output limits
 
     # -- asyncio ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -542,9 +648,17 @@ class Client(asyncio.Protocol):
             transport.close()
             self.closed = True
             return
+        from .connection import protected_mode_denies
+        if protected_mode_denies(proxy.config.values, transport.get_extra_info("peername")):
+            proxy.stats["rejected_connections"] += 1
+            transport.write(PROTECTED_MODE_DENIED)
+            transport.close()
+            self.closed = True
+            return
         proxy.clients[self.id] = self
         proxy.stats["total_connections_received"] += 1
         proxy.publish_stats()
+        self.set_output_limits()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self.fd = sock.fileno()
@@ -563,6 +677,7 @@ class Client(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.proxy.clients.pop(self.id, None)
+        self.proxy.postponed.pop(self.id, None)
         waiting = self.proxy.blocked.get(self.id)
         if waiting is not None:
             waiting.forget()
@@ -606,12 +721,14 @@ class Client(asyncio.Protocol):
             raw = None
             self.carry.append(data)
             self.carried += len(cmds)
+            if reader.len() > self.proxy.config.values["client-query-buffer-limit"]:
+                return self.query_buffer_overflow(self.carry[0])
         else:
             raw = data if not self.carry else None
             self.carry = []
             self.carried = 0
         if cmds and (raw is None or self.multi is not None or not self.authenticated or self.paused
-                     or not self.dispatch_direct(cmds, raw)):
+                     or self.detour or len(cmds) > self.in_flight_cap or not self.dispatch_direct(cmds, raw)):
             self.dispatch(cmds, raw)
 
     def dispatch_direct(self, cmds: list[list[bytes]], raw: bytes) -> bool:
@@ -679,7 +796,85 @@ class Client(asyncio.Protocol):
 
     def strict_received(self, data: bytes) -> None:
         self.strict.feed(data)
+        if self.strict.buffered() > self.proxy.config.values["client-query-buffer-limit"]:
+            return self.query_buffer_overflow(data)
         self.drain_strict()
+
+    # -- limits ----------------------------------------------------------------------------
+    def query_buffer_overflow(self, head: bytes) -> None:
+        """client-query-buffer-limit: the pending query grew past it; close, as Valkey."""
+        from ..config import _repr_arg
+        from .connection import client_info_line
+        log.log("warning", f"Closing client that reached max query buffer length: {client_info_line(self)} "
+                           f"(qbuf initial bytes: {_repr_arg(head[:64].decode('latin-1'))})")
+        self.proxy.limit_stats["client_query_buffer_limit_disconnections"] += 1
+        self.closing = True
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def set_output_limits(self) -> None:
+        """client-output-buffer-limit (normal class): the transport calls pause_writing when
+        what it holds unsent passes the lower limit, and only then are the limits checked."""
+        if self.transport is None or self.closed:
+            return
+        hard, soft, _ = self.proxy.config.values["client-output-buffer-limit"].get("normal", (0, 0, 0))
+        limits = [n for n in (hard, soft) if n]
+        if limits:
+            self.transport.set_write_buffer_limits(high=min(limits), low=min(limits) // 2)
+            self.in_flight_cap = MAX_IN_FLIGHT
+        else:
+            self.transport.set_write_buffer_limits()
+            self.in_flight_cap = NO_CAP
+
+    def pause_writing(self) -> None:
+        """The client reads less than we send. With output limits set (the transport calls
+        this at the lower one), read no more of its commands until it catches up, and watch
+        every flush: it is disconnected at a limit, as in Valkey, before it can pile up more."""
+        hard, soft, _ = self.proxy.config.values["client-output-buffer-limit"].get("normal", (0, 0, 0))
+        self.backlogged = True
+        if not (hard or soft) or self.transport is None:
+            return
+        self.flush_out = self.flush_out_watched
+        self.transport.pause_reading()
+        self.check_output_limits()
+
+    def resume_writing(self) -> None:
+        self.backlogged = False
+        if self.__dict__.pop("flush_out", None) is not None and not self.closed:
+            self.transport.resume_reading()
+        self.soft_limit_since = None
+
+    def flush_out_watched(self) -> None:
+        Client.flush_out(self)
+        if not self.closed:
+            self.check_output_limits()
+
+    def check_output_limits(self) -> None:
+        """checkClientOutputBufferLimits for a normal client: over the hard limit, or over the
+        soft one for more than its seconds, the client is closed."""
+        if self.closed or self.transport is None:
+            return
+        hard, soft, seconds = self.proxy.config.values["client-output-buffer-limit"].get("normal", (0, 0, 0))
+        size = self.transport.get_write_buffer_size()
+        over = bool(hard and size >= hard)
+        if not over and soft and size >= soft:
+            now = time.monotonic()
+            if self.soft_limit_since is None:
+                self.soft_limit_since = now
+                self.proxy.loop.call_later(seconds + 0.05, self.check_output_limits)
+            over = now - self.soft_limit_since > seconds
+        elif not over:
+            self.soft_limit_since = None
+        if over:
+            from .connection import client_info_line
+            log.log("warning", f"Client {client_info_line(self)} scheduled to be closed ASAP for overcoming "
+                               "of output buffer limits.")
+            self.proxy.limit_stats["client_output_buffer_limit_disconnections"] += 1
+            self.closing = True
+            self.closed = True
+            self.out.clear()
+            self.transport.abort()
 
     def drain_strict(self, skip: int = 0) -> None:
         """Run what the strict parser has. While unauthenticated it yields one command at a
@@ -712,6 +907,10 @@ class Client(asyncio.Protocol):
         if self.paused:
             self.deferred.extend(cmds)
             return
+        if self.reply_mode and not self.muting:
+            return self.dispatch_muted(cmds)
+        if len(cmds) > self.in_flight_cap:
+            return self.dispatch_throttled(cmds)
         proxy = self.proxy
         names = proxy.names
         slotmap = proxy.slotmap
@@ -729,16 +928,22 @@ class Client(asyncio.Protocol):
                     continue
             a = spec.arity
             if (len(argv) != a) if a > 0 else (len(argv) < -a):
-                self.reject(errors.wrong_arity(spec.display_name))
+                self.reject(errors.wrong_arity(spec.display_name), spec)
                 continue
             if spec.subcommands and spec.proxy_handler is None:
                 spec = self.subcommand(spec, argv)
                 if spec is None:
                     continue
             if not self.authenticated and "no_auth" not in spec.flags:
+                proxy.opstats.rejected(spec)
                 self.reply_local(resp.error(errors.NOAUTH))
                 continue
+            if proxy.pause_actions is not None and self.held_by_pause(spec, argv):
+                self.postpone(cmds[i:])
+                break
             if self.multi is not None and spec.name not in transactions.IMMEDIATE:
+                if spec.proxy_handler is not None:   # counted now: EXEC runs it in the proxy
+                    proxy.opstats.record_proxy(spec, argv, 0, None, self)
                 self.reply_local(transactions.queue(self, spec, argv))
                 continue
             if spec.route is SINGLE:
@@ -774,6 +979,7 @@ class Client(asyncio.Protocol):
             else:
                 self.last_worker = -1
                 self.last_argv = argv
+                start = perf_counter_ns()
                 try:
                     reply = spec.proxy_handler(self, argv)
                 except errors.CommandError as exc:
@@ -781,6 +987,7 @@ class Client(asyncio.Protocol):
                 except Exception as exc:  # a bug answers this client, it does not drop it
                     log.log("warning", f"internal error in {spec.name}: {exc!r}")
                     reply = resp.error(f"ERR internal error in '{spec.name}': {exc.__class__.__name__}")
+                proxy.opstats.record_proxy(spec, argv, perf_counter_ns() - start, reply, self)
                 if reply is not None:
                     self.reply_local(reply)
                 if self.closing:
@@ -788,15 +995,21 @@ class Client(asyncio.Protocol):
                 if self.paused:
                     self.deferred.extend(cmds[i + 1:])
                     break
+                if self.reply_mode and not self.muting:   # CLIENT REPLY OFF / SKIP just ran
+                    self.step_reply_mode()
+                    self.send_frames()
+                    self.flush_out()
+                    return self.dispatch_muted(cmds[i + 1:])
         if builders:
             self.send_frames()
             self.last_argv = cmds[-1]
         self.flush_out()
 
-    def reject(self, message: str) -> None:
+    def reject(self, message: str, spec: CommandSpec | None = None) -> None:
         """An error before the command ran; inside MULTI it dooms the transaction (EXECABORT)."""
         if self.multi is not None:
             self.multi_error = True
+        self.proxy.opstats.rejected(spec)
         self.reply_local(resp.error(message))
 
     def subcommand(self, spec: CommandSpec, argv: list[bytes]) -> CommandSpec | None:
@@ -804,9 +1017,91 @@ class Client(asyncio.Protocol):
         if sub is None:
             self.reject(errors.unknown_subcommand(argv[1], spec.name))
         elif not sub.arity_ok(len(argv)):
-            self.reject(errors.wrong_arity(sub.name))
+            self.reject(errors.wrong_arity(sub.name), sub)
             sub = None
         return sub
+
+    def dispatch_throttled(self, cmds: list[list[bytes]]) -> None:
+        """The first MAX_IN_FLIGHT commands now, the rest once they have answered."""
+        self.dispatch(cmds[:self.in_flight_cap], None)
+        rest = cmds[self.in_flight_cap:]
+        if self.closing or self.closed:
+            return
+        self.deferred.extend(rest)   # after what the first part left waiting, if anything
+        if self.paused:              # a pause or a cross-shard operation resumes them
+            return
+        mark = Entry()
+        self.out.append(mark)
+        self.paused = True
+        self.proxy.loop.create_task(self.resume_when_drained(mark))
+
+    async def resume_when_drained(self, mark: Entry) -> None:
+        await self.until_first(mark)
+        while self.backlogged and not self.closed:   # not reading: it may reach a limit
+            await asyncio.sleep(0.01)
+        mark.data = b""
+        self.resume()
+
+    def dispatch_muted(self, cmds: list[list[bytes]]) -> None:
+        """CLIENT REPLY OFF / SKIP: commands one by one, the places of those whose reply is
+        dropped turned into MutedEntry (CLIENT REPLY itself answers for itself)."""
+        for i, argv in enumerate(cmds):
+            if self.paused:
+                self.deferred.extend(cmds[i:])
+                return
+            if self.closing:
+                return
+            muted = bool(self.reply_mode) and not (len(argv) > 1 and argv[0].lower() == b"client"
+                                                    and argv[1].lower() == b"reply")
+            self.muting = True
+            if muted:
+                mark = MutedEntry()
+                self.out.append(mark)
+                watched = self.__dict__.get("flush_out")
+                self.flush_out = lambda: None     # nothing leaves before it is muted
+            try:
+                self.dispatch([argv], None)
+            finally:
+                self.muting = False
+                if muted:
+                    for e in reversed(self.out):
+                        if e is mark:
+                            break
+                        e.__class__ = MutedEntry
+                    self.out.append(Entry(b""))     # later local replies must not join a muted place
+                    if watched is None:
+                        del self.flush_out
+                    else:
+                        self.flush_out = watched
+            self.step_reply_mode()
+            self.flush_out()
+
+    def step_reply_mode(self) -> None:
+        """After each command (resetClient): SKIP has dropped its reply; SKIP_NEXT becomes SKIP."""
+        self.reply_mode &= ~REPLY_SKIP
+        if self.reply_mode & REPLY_SKIP_NEXT:
+            self.reply_mode ^= REPLY_SKIP_NEXT | REPLY_SKIP
+        self.detour = bool(self.reply_mode) or self.proxy.pause_actions is not None
+
+    def held_by_pause(self, spec: CommandSpec, argv: list[bytes]) -> bool:
+        """CLIENT PAUSE: ALL holds every command, WRITE those that write or may replicate
+        (EXEC when it runs such a command)."""
+        proxy = self.proxy
+        if time.time() >= proxy.pause_end:
+            proxy.unpause()
+            return False
+        if proxy.pause_actions == "all":
+            return True
+        if spec.name == "exec" and self.multi:
+            return any(may_replicate(queued) for queued in self.multi)
+        return may_replicate(argv)
+
+    def postpone(self, cmds: list[list[bytes]]) -> None:
+        """Wait for the end of the pause with these commands (and all read after them)."""
+        self.send_frames()
+        self.paused = True
+        self.deferred.extend(cmds)
+        self.proxy.postponed[self.id] = self
 
     def route_slot(self, spec: CommandSpec, argv: list[bytes]) -> int:
         """The slot of a command with no single key: keyless → slot 0, else all keys must
@@ -821,6 +1116,7 @@ class Client(asyncio.Protocol):
                 if spec.cross_shard is not None:
                     self.last_worker = -1
                     reply = spec.cross_shard(self, argv)
+                    self.proxy.opstats.record_proxy(spec, argv, 0, reply, self)
                     if reply is not None:
                         self.reply_local(reply)
                 else:
@@ -939,6 +1235,8 @@ class Client(asyncio.Protocol):
 
     def reply_local(self, data: bytes) -> None:
         self.last_worker = -1
+        if data[:1] == b"-":
+            self.proxy.opstats.error(data)
         out = self.out
         if out and out[-1].data is not None:
             out[-1].data += data
@@ -1008,16 +1306,26 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
     parent = os.getppid()
 
+    ticks = [0]
+
     def watch_parent() -> None:
         if os.getppid() != parent:
             loop.stop()
             return
         proxy.publish_stats()
         proxy.close_idle_clients()
+        ticks[0] += 1
+        if ticks[0] % 10 == 0:
+            proxy.snapshots.tick()
         loop.call_later(0.1, watch_parent)
 
     if server_info.get("restarted"):
         proxy.take_over()
+    elif index == 0:
+        from ..config import inert_directives
+        inert = inert_directives(config.values)
+        if inert:
+            log.log("warning", "Accepted but not acted on yet: " + ", ".join(inert))
     for sock in listeners:
         backlog = config.values.get("tcp-backlog", 511)
         loop.run_until_complete(loop.create_server(lambda: Client(proxy), sock=sock, backlog=backlog))

@@ -5,16 +5,24 @@ import os
 import platform
 import time
 
-from .. import REDIS_VERSION, VALKEY_VERSION, errors, resp
+from .. import REDIS_VERSION, VALKEY_VERSION, errors, log, resp
 from ..commands import COMMANDS, proxy_command
-from ..config import ConfigError
+from ..config import ConfigError, rewrite_config
 from .fanout import all_ok, to_all
 from .server import proxy_query
 from .replies import decode_or_raise
+from .slowlog import (commandstats_lines, errorstats_lines, latencystats_lines, outside_exec, stats_fields,
+                      unpickle, worker_parts)
+from . import debug  # noqa: F401  (registers DEBUG)
 
 DEFAULT_SECTIONS = ["server", "clients", "memory", "persistence", "stats", "replication", "cpu",
                     "modules", "errorstats", "cluster", "keyspace", "shards"]
 ALL_SECTIONS = DEFAULT_SECTIONS + ["commandstats", "latencystats"]
+# Valkey prints sections in this order, whatever order they were asked in.
+SECTION_ORDER = ["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules",
+                 "commandstats", "errorstats", "latencystats", "cluster", "keyspace", "shards"]
+# Sections built from the command statistics every proxy and worker keeps.
+OPSTATS_SECTIONS = frozenset(("stats", "errorstats", "commandstats", "latencystats"))
 
 
 def human_bytes(n: float) -> str:
@@ -66,7 +74,17 @@ def section_clients(proxy, workers, totals) -> list[str]:
         "client_recent_max_output_buffer:0", f"blocked_clients:{totals['blocked_clients']}", "tracking_clients:0",
         "pubsub_clients:0", "watching_clients:0", "clients_in_timeout_table:0",
         "total_watched_keys:0", "total_blocking_keys:0", "total_blocking_keys_on_nokey:0",
+        *pause_fields(proxy),
     ]
+
+
+def pause_fields(proxy) -> list[str]:
+    """CLIENT PAUSE as INFO shows it (every proxy holds the same pause)."""
+    if proxy.pause_actions is None or time.time() >= proxy.pause_end:
+        return ["paused_reason:none", "paused_actions:none", "paused_timeout_milliseconds:0"]
+    left = int((proxy.pause_end - time.time()) * 1000)
+    return ["paused_reason:client_pause", f"paused_actions:{proxy.pause_actions}",
+            f"paused_timeout_milliseconds:{left}"]
 
 
 def section_memory(proxy, workers, totals) -> list[str]:
@@ -87,20 +105,60 @@ def section_memory(proxy, workers, totals) -> list[str]:
 
 
 def section_persistence(proxy, workers, totals) -> list[str]:
+    """Server-wide: a save is complete when every shard's is, so the last save time is the
+    oldest shard's and the status is ok only when every shard's is."""
+    def values(name: str) -> list[int]:
+        return [int(w[name]) for w in workers if name in w] or [0]
+    in_progress = max(values("rdb_bgsave_in_progress"))
     return [
         "loading:0", "async_loading:0", "current_cow_peak:0", "current_cow_size:0",
         "current_cow_size_age:0", "current_fork_perc:0.00", "current_save_keys_processed:0",
-        "current_save_keys_total:0", "rdb_changes_since_last_save:0", "rdb_bgsave_in_progress:0",
-        f"rdb_last_save_time:{int(proxy.info['start_time'])}", "rdb_last_bgsave_status:ok",
-        "rdb_last_bgsave_time_sec:-1", "rdb_current_bgsave_time_sec:-1", "rdb_saves:0",
-        f"aof_enabled:{1 if proxy.config.values.get('appendonly') else 0}", "aof_rewrite_in_progress:0",
-        "aof_rewrite_scheduled:0", "aof_last_rewrite_time_sec:-1", "aof_current_rewrite_time_sec:-1",
-        "aof_last_bgrewrite_status:ok", "aof_rewrites:0", "aof_last_write_status:ok",
+        "current_save_keys_total:0",
+        f"rdb_changes_since_last_save:{sum(values('rdb_changes_since_last_save'))}",
+        f"rdb_bgsave_in_progress:{in_progress}",
+        f"rdb_last_save_time:{min(values('rdb_last_save_time'))}",
+        f"rdb_last_bgsave_status:{'ok' if min(values('rdb_last_bgsave_ok')) else 'err'}",
+        f"rdb_last_bgsave_time_sec:{max(values('rdb_last_bgsave_time_sec'))}",
+        f"rdb_current_bgsave_time_sec:{max(values('rdb_current_bgsave_time_sec')) if in_progress else -1}",
+        f"rdb_saves:{min(values('rdb_saves'))}",
+        "rdb_last_cow_size:0", "rdb_last_load_keys_expired:0", "rdb_last_load_keys_loaded:0",
+        *aof_fields(workers),
+        "module_fork_in_progress:0", "module_fork_last_cow_size:0",
     ]
+
+
+def aof_fields(workers: list[dict]) -> list[str]:
+    """Each worker has its own AOF: on when every shard's is, sizes summed, a rewrite in
+    progress while any shard's is, complete (aof_rewrites) when every shard's is."""
+    def values(name: str, default: int = 0) -> list[int]:
+        return [int(w[name]) for w in workers if name in w] or [default]
+    enabled = min(values("aof_enabled"))
+    rewriting = max(values("aof_rewrite_in_progress"))
+    lines = [
+        f"aof_enabled:{enabled}", f"aof_rewrite_in_progress:{rewriting}",
+        f"aof_rewrite_scheduled:{max(values('aof_rewrite_scheduled'))}",
+        f"aof_last_rewrite_time_sec:{max(values('aof_last_rewrite_time_sec', -1))}",
+        f"aof_current_rewrite_time_sec:{max(values('aof_current_rewrite_time_sec')) if rewriting else -1}",
+        f"aof_last_bgrewrite_status:{'ok' if min(values('aof_last_bgrewrite_ok', 1)) else 'err'}",
+        f"aof_rewrites:{min(values('aof_rewrites'))}",
+        f"aof_rewrites_consecutive_failures:{max(values('aof_rewrites_consecutive_failures'))}",
+        f"aof_last_write_status:{'ok' if min(values('aof_last_write_ok', 1)) else 'err'}",
+        "aof_last_cow_size:0",
+    ]
+    if enabled:
+        lines += [
+            f"aof_current_size:{sum(values('aof_current_size'))}", f"aof_base_size:{sum(values('aof_base_size'))}",
+            f"aof_pending_rewrite:{max(values('aof_rewrite_scheduled'))}",
+            f"aof_buffer_length:{sum(values('aof_buffer_length'))}",
+            f"aof_pending_bio_fsync:{sum(values('aof_pending_bio_fsync'))}", "aof_delayed_fsync:0",
+        ]
+    return lines
 
 
 def section_stats(proxy, workers, totals) -> list[str]:
     w = sum_fields(workers)
+    ops = totals.get("ops") or {"total_error_replies": 0, "limits": {}}
+    limits = ops["limits"]
     return [
         f"total_connections_received:{totals['total_connections_received']}",
         f"total_commands_processed:{totals['total_commands_processed']}",
@@ -121,9 +179,10 @@ def section_stats(proxy, workers, totals) -> list[str]:
         "active_defrag_misses:0", "active_defrag_key_hits:0", "active_defrag_key_misses:0",
         "total_active_defrag_time:0", "current_active_defrag_time:0", "tracking_total_keys:0",
         "tracking_total_items:0", "tracking_total_prefixes:0", "unexpected_error_replies:0",
-        "total_error_replies:0", "dump_payload_sanitizations:0", "total_reads_processed:0",
+        f"total_error_replies:{ops['total_error_replies']}", "dump_payload_sanitizations:0", "total_reads_processed:0",
         "total_writes_processed:0", "io_threaded_reads_processed:0", "io_threaded_writes_processed:0",
-        "client_query_buffer_limit_disconnections:0", "client_output_buffer_limit_disconnections:0",
+        f"client_query_buffer_limit_disconnections:{limits.get('client_query_buffer_limit_disconnections', 0)}",
+        f"client_output_buffer_limit_disconnections:{limits.get('client_output_buffer_limit_disconnections', 0)}",
         "reply_buffer_shrinks:0", "reply_buffer_expands:0", "eventloop_cycles:0",
         "eventloop_duration_sum:0", "eventloop_duration_cmd_sum:0",
         "instantaneous_eventloop_cycles_per_sec:0", "instantaneous_eventloop_duration_usec:0",
@@ -135,7 +194,8 @@ def section_stats(proxy, workers, totals) -> list[str]:
 def section_replication(proxy, workers, totals) -> list[str]:
     return [
         "role:master", "connected_slaves:0", "replicas_waiting_psync:0",
-        "master_failover_state:no-failover", f"master_replid:{proxy.info['run_id'][:40]}",
+        "master_failover_state:no-failover",
+        f"master_replid:{proxy.info.get('master_replid') or proxy.info['run_id'][:40]}",
         "master_replid2:0000000000000000000000000000000000000000", "master_repl_offset:0",
         "second_repl_offset:-1", "repl_backlog_active:0", "repl_backlog_size:1048576",
         "repl_backlog_first_byte_offset:0", "repl_backlog_histlen:0",
@@ -158,7 +218,15 @@ def section_modules(proxy, workers, totals) -> list[str]:
 
 
 def section_errorstats(proxy, workers, totals) -> list[str]:
-    return []
+    return errorstats_lines(totals["ops"]["errors"]) if "ops" in totals else []
+
+
+def section_commandstats(proxy, workers, totals) -> list[str]:
+    return commandstats_lines(totals["ops"]["commands"]) if "ops" in totals else []
+
+
+def section_latencystats(proxy, workers, totals) -> list[str]:
+    return latencystats_lines(totals["ops"]["commands"], proxy.config.values) if "ops" in totals else []
 
 
 def section_cluster(proxy, workers, totals) -> list[str]:
@@ -186,7 +254,7 @@ def section_shards(proxy, workers, totals) -> list[str]:
     return lines
 
 
-SECTIONS = {name: globals()[f"section_{name}"] for name in DEFAULT_SECTIONS}
+SECTIONS = {name: globals()[f"section_{name}"] for name in ALL_SECTIONS}
 TITLES = {"cpu": "CPU", "modules": "Modules", "errorstats": "Errorstats"}
 
 
@@ -195,11 +263,11 @@ def wanted_sections(argv: list[bytes]) -> list[str]:
     if not asked or "default" in asked:
         names = list(DEFAULT_SECTIONS)
     elif "all" in asked or "everything" in asked:
-        names = list(DEFAULT_SECTIONS)
+        names = list(ALL_SECTIONS)
     else:
         names = []
     names += [a for a in asked if a in SECTIONS and a not in names]
-    return names
+    return sorted(names, key=SECTION_ORDER.index)
 
 
 @proxy_command("info")
@@ -208,18 +276,30 @@ def info(conn, argv: list[bytes]) -> None:
     names = wanted_sections(argv)
     proto = conn.proto
 
-    def merge(replies: list[bytes]) -> bytes:
+    n_workers = len(proxy.info["slot_ranges"])
+
+    def merge(replies: list[bytes], proxy_shares: list | None = None) -> bytes:
         workers = []
-        for r in replies:
+        for r in replies[:n_workers]:
             flat = decode_or_raise(r)
             workers.append({flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)})
         totals = proxy_totals(proxy)
+        if proxy_shares is not None:
+            totals["ops"] = stats_fields(proxy_shares, [unpickle(r) for r in replies[n_workers:]])
         blocks = []
         for name in names:
             lines = SECTIONS[name](proxy, workers, totals)
             blocks.append("# " + TITLES.get(name, name.capitalize()) + "\r\n" + "".join(l + "\r\n" for l in lines))
         return resp.verbatim("\r\n".join(blocks).encode(), proto)
-    to_all(conn, [b"INFO"], merge)
+    outside_exec(conn, "info")
+    if not OPSTATS_SECTIONS.intersection(names):
+        to_all(conn, [b"INFO"], merge)
+        return
+    # Command statistics live where commands run: every proxy's share, then every worker's.
+    parts = [(w, [b"INFO"], lo) for w, (lo, _) in enumerate(proxy.info["slot_ranges"])]
+    parts += worker_parts(conn, b"counts")
+    proxy.ask_all(conn, "opstats", ("counts", None),
+                  lambda shares: conn.followup(parts, lambda replies: merge(replies, shares)))
 
 
 # -- CONFIG ---------------------------------------------------------------------------------
@@ -257,15 +337,31 @@ def config(conn, argv: list[bytes]) -> bytes | None:
             return resp.error(errors.SYNTAX)
         return config_set(conn, argv)
     if sub == b"resetstat":
-        conn.proxy.reset_stats()
-        to_all(conn, [b"CONFIG", b"RESETSTAT"], all_ok)
+        # Every proxy's counters (the shared ones and its command statistics), then every worker's.
+        outside_exec(conn, "config|resetstat")
+        parts = [(w, [b"CONFIG", b"RESETSTAT"], lo) for w, (lo, _) in enumerate(conn.proxy.info["slot_ranges"])]
+        conn.proxy.ask_all(conn, "opstats", ("resetstat", None), lambda answers: conn.followup(parts, all_ok))
         return None
     if sub == b"rewrite":
-        return resp.error("ERR The server is running without a config file") if not conn.proxy.info["config_file"] \
-            else resp.error("ERR Rewriting config file: not supported by shardd yet")
+        return config_rewrite(conn)
     if sub == b"help":
         return resp.array([resp.status(line) for line in CONFIG_HELP])
     return resp.error(errors.unknown_subcommand(argv[1], "CONFIG"))
+
+
+def config_rewrite(conn) -> bytes:
+    """CONFIG REWRITE: the config file the server started with, rewritten in place."""
+    path = conn.proxy.config.config_file or conn.proxy.info.get("config_file")
+    if not path:
+        return resp.error("ERR The server is running without a config file")
+    try:
+        rewrite_config(conn.proxy.config, path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        log.log("warning", f"CONFIG-REWRITE failed: {reason}")
+        return resp.error(f"ERR Rewriting config file: {reason}")
+    log.log("notice", "CONFIG REWRITE executed with success.")
+    return resp.OK
 
 
 def config_get(conn, argv: list[bytes]) -> bytes:
@@ -283,6 +379,7 @@ def config_get(conn, argv: list[bytes]) -> bytes:
 
 def config_set(conn, argv: list[bytes]) -> bytes | None:
     proxy = conn.proxy
+    outside_exec(conn, "config|set")
     pairs = [(argv[i].decode("utf-8", "replace").lower(), argv[i + 1].decode("utf-8", "surrogateescape"))
              for i in range(2, len(argv), 2)]
     try:
@@ -342,6 +439,5 @@ def shutdown(conn, argv: list[bytes]) -> bytes | None:
         if len(flags) > 1:
             return resp.error(errors.SYNTAX)
         return resp.error("ERR No shutdown in progress.")
-    conn.proxy.request_shutdown()
-    conn.closing = True
-    return None
+    from .persistence import shutdown_saving
+    return shutdown_saving(conn, flags)

@@ -23,7 +23,7 @@ def refresh_clock() -> int:
 
 class Db:
     __slots__ = ("index", "data", "expires", "size", "volatile", "hits", "misses", "expired",
-                 "watched", "dirty", "blocked", "ready")
+                 "watched", "dirty", "blocked", "ready", "changes")
 
     def __init__(self, index: int, dirty: set[int] | None = None,
                  ready: list[tuple["Db", bytes]] | None = None) -> None:
@@ -39,6 +39,7 @@ class Db:
         self.hits = 0
         self.misses = 0
         self.expired = 0
+        self.changes = 0          # writes since start (Valkey's dirty counter, for save points)
 
     # -- reads -------------------------------------------------------------------------
     def lookup(self, key: bytes, slot: int) -> Any:
@@ -83,6 +84,7 @@ class Db:
         elif self.volatile:
             self._drop_expire(key, slot)
         d[key] = value
+        self.changes += 1
         if self.watched:
             self.touch(key)
         if self.blocked and key in self.blocked:
@@ -102,6 +104,7 @@ class Db:
         if key not in d:
             self.size += 1
         d[key] = value
+        self.changes += 1
         if self.watched:
             self.touch(key)
         if self.blocked and key in self.blocked:
@@ -117,6 +120,7 @@ class Db:
         self.size -= 1
         if self.volatile:
             self._drop_expire(key, slot)
+        self.changes += 1
         if self.watched:
             self.touch(key)
         return True
@@ -128,11 +132,13 @@ class Db:
         if key not in e:
             self.volatile += 1
         e[key] = when_ms
+        self.changes += 1
         if self.watched:
             self.touch(key)
 
     def persist(self, key: bytes, slot: int) -> bool:
         removed = self._drop_expire(key, slot)
+        self.changes += removed
         if removed and self.watched:
             self.touch(key)
         return removed
@@ -140,6 +146,7 @@ class Db:
     def modified(self, key: bytes) -> None:
         """A container value was changed in place (HSET on an existing hash, LPUSH …): what a
         write means to WATCH and to clients blocked on the key (signalModifiedKey)."""
+        self.changes += 1
         if self.watched:
             self.touch(key)
         if self.blocked and key in self.blocked:
@@ -163,6 +170,7 @@ class Db:
         if self.watched:
             self.touch_all()
         removed = self.size
+        self.changes += removed
         self.data = {}
         self.expires = {}
         self.size = 0

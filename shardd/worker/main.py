@@ -9,6 +9,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from time import perf_counter_ns
 
 import hiredis
 
@@ -19,8 +20,12 @@ from .coordination import forget_watches, watch_fired
 from ..ring import FrameReader, FrameWriter, Waker
 from . import keyspace
 from .blocking import NOWAIT, WAIT, Blocked
+from ..persist import LOAD_FAILED_EXIT, SAVE_FAILED_EXIT
+from .persistence import MISCONF, LoadError, Persistence
+from ..persist.aof import Aof
 from .context import Ctx
 from .expire import ActiveExpire
+from .server_cmds import TOTAL_NS, OpStats
 from .keyspace import Db
 
 FRAMES_PER_TURN = 64    # per proxy per loop turn, so one busy proxy cannot starve the others
@@ -28,6 +33,7 @@ FRAMES_PER_TURN = 64    # per proxy per loop turn, so one busy proxy cannot star
 # flock is released by the kernel) must not leave the shard stuck.
 HOLD_TIMEOUT = 5.0
 HOLD_LOST = b"-ERR cross-shard hold expired before this command ran\r\n"
+MISCONF_REPLY = resp.error(MISCONF)
 
 
 @dataclass
@@ -69,7 +75,13 @@ class Worker:
         self.dbs = [Db(i, self.dirty, self.ready) for i in range(config.values["databases"])]
         self.ctx = Ctx(self.dbs, config.values, shard)
         self.ctx.blocked = self.blocked
+        self.n_shards = config.values.get("__shards__", 1)
+        self.persistence = Persistence(self)
+        self.aof = Aof(self)                 # the AOF (persist/aof.py): logs calls while appendonly is on
+        self.misconf = False                 # writes refused: the last save failed (MISCONF)
+        self.exit_save: bool | None = None   # on exit: save (True), not (False), per config (None)
         self.ctx.stats["worker"] = self
+        self.opstats = OpStats(config.values, in_proxy=False)
         self.reader = hiredis.Reader()
         self.expire = ActiveExpire(self.dbs)
         self.running = True
@@ -92,12 +104,32 @@ class Worker:
                 if os.getppid() != parent:
                     return
                 keyspace.refresh_clock()
+                self.persistence.tick()
+                self.aof.tick()
+                self.misconf = self.persistence.refuses_writes()
                 if self.held_by is None:    # expiry would write in the middle of a hold
                     self.expire.cycle(budget=hz_interval * 0.25)
                 elif now > self.hold_deadline:
                     self.held_by = None
             if not worked:
                 self.sleep(min(next_tick - now, 0.05))
+
+    def at_exit(self) -> bool:
+        """A stop asked for by a signal: save first when asked to (or when save points are
+        set); False when that save failed."""
+        self.persistence.kill_child()
+        self.aof.shutdown()
+        save = self.exit_save
+        if save is None:
+            save = bool(self.config.values.get("save"))
+        if save and not self.running:
+            try:
+                self.persistence.save()
+            except errors.CommandError:
+                log.log("warning", "Error trying to save the DB before exiting.")
+                return False
+            log.log("notice", "DB saved on disk")
+        return True
 
     def turn(self) -> bool:
         for link in self.links:
@@ -237,6 +269,8 @@ class Worker:
         ctx.block_mode = WAIT if flags & BLOCKING else NOWAIT
         self.serve_now = not flags & (ATOMIC | HOLD | IN_HOLD)
         replies = self.execute(reader, slots, indices, n_exec)
+        if self.aof.tx_open:           # the frame's AOF records as one MULTI/EXEC, before its replies
+            self.aof.end_transaction()
         ctx.block_mode = NOWAIT
         self.serve_now = True
         if flags & RELEASE:
@@ -330,15 +364,60 @@ class Worker:
         link.proxy_waker.wake_if_sleeping()
 
     def call(self, spec, argv: list[bytes]) -> bytes:
+        stats = self.opstats
+        # perf_counter_ns is a vDSO read, not a syscall; with the slow log and the latency
+        # monitor off no clock is read at all.
+        start = perf_counter_ns() if stats.timed else 0
         try:
             if spec.subcommands:
                 spec = commands.lookup_argv(argv)
-            return spec.worker_handler(self.ctx, argv)
+            if self.misconf and "write" in spec.flags:
+                return MISCONF_REPLY
+            reply = spec.worker_handler(self.ctx, argv)
         except errors.CommandError as exc:
-            return resp.error(str(exc))
+            reply = resp.error(str(exc))
+            stats.failed(spec, reply)
         except Exception as exc:  # a bug must not take the shard down with it
             log.log("warning", f"internal error in {argv[0]!r}: {traceback.format_exc()}")
-            return resp.error(f"ERR internal error in '{argv[0].decode('utf-8', 'replace')}': {exc.__class__.__name__}")
+            reply = resp.error(f"ERR internal error in '{argv[0].decode('utf-8', 'replace')}': {exc.__class__.__name__}")
+            stats.failed(spec, reply)
+        counts = stats.counts[spec.name]
+        if start:
+            elapsed = perf_counter_ns() - start
+            counts[elapsed.bit_length()] += 1    # the latency histogram (and the call count)
+            counts[TOTAL_NS] += elapsed
+            if elapsed >= stats.notable_ns:
+                stats.notable(spec, argv, elapsed, self.ctx.client_id)
+        else:
+            counts[0] += 1
+        return reply
+
+    def serve_busy(self, answer) -> None:
+        """Called from the Lua hook of a script running past busy-reply-threshold: answer
+        the frames waiting now, every command by `answer(argv)` (BUSY, SCRIPT KILL …),
+        without entering holds or serving blocked clients; the script's state is kept."""
+        ctx = self.ctx
+        saved = (self.reader, self.ready, self.held_by, self.hold_id, self.hold_deadline, self.serve_now,
+                 ctx.db, ctx.proto, ctx.slot, ctx.client_id, ctx.link, ctx.block_mode, keyspace.now_ms)
+        self.call = lambda spec, argv: answer(argv)
+        self.reader = hiredis.Reader()      # the script's own frame is still being read
+        self.ready = []
+        try:
+            for link in self.links:
+                if not link.in_sync() or link.epoch[2] != link.epoch[3]:
+                    continue
+                for ring in (link.control, link.requests):
+                    frame = ring.next()
+                    while frame is not None:
+                        self.handle(frame, link)
+                        frame = ring.next()
+                if link.replies.pending:
+                    link.replies.flush()
+                link.proxy_waker.wake_if_sleeping()
+        finally:
+            del self.call
+            (self.reader, self.ready, self.held_by, self.hold_id, self.hold_deadline, self.serve_now,
+             ctx.db, ctx.proto, ctx.slot, ctx.client_id, ctx.link, ctx.block_mode, keyspace.now_ms) = saved
 
 
 def add_runs(replies: list[bytes], runs, lengths: array.array, bodies: list[bytes]) -> None:
@@ -360,7 +439,24 @@ def send_runs(link: ProxyLink, bid: int, lengths: array.array, bodies: list[byte
 def run(shard: int, links: list[ProxyLink], waker: Waker, config, slot_range: tuple[int, int],
         restarted: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     from .server_cmds import worker_process
     worker_process()      # the RSS baseline of INFO's used_memory, before any data
-    Worker(shard, links, waker, config, slot_range, restarted).run()
+    worker = Worker(shard, links, waker, config, slot_range, restarted)
+
+    def stop(save: bool | None):
+        def handler(*_) -> None:
+            worker.running = False
+            worker.exit_save = save
+        return handler
+    # The supervisor's SIGTERM saves if save points are set; SIGUSR1 always, SIGUSR2 never.
+    signal.signal(signal.SIGTERM, stop(None))
+    signal.signal(signal.SIGUSR1, stop(True))
+    signal.signal(signal.SIGUSR2, stop(False))
+    try:
+        worker.aof.load_data()     # the AOF when appendonly is on and there is one, else the RDB
+    except LoadError as exc:
+        log.log("warning", f"Fatal error loading the DB: {exc}. Exiting.")
+        sys.exit(LOAD_FAILED_EXIT)
+    worker.run()
+    if not worker.at_exit():
+        sys.exit(SAVE_FAILED_EXIT)

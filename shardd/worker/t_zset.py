@@ -13,6 +13,7 @@ integers, else fpconv's grisu2 digits, ported here bit for bit).
 """
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import re
@@ -140,7 +141,37 @@ def _rebuild(items: list[tuple[bytes, float]], skiplist: bool) -> "ZSet":
     zset = ZSet(skiplist)
     dict.update(zset, items)
     zset.order.update((score, member) for member, score in items)
+    zset.fit_order()
     return zset
+
+
+SMALL_ORDER = 128     # up to this many elements `order` is a plain sorted list
+
+
+class SmallOrder(list):
+    """The part of SortedList's interface ZSet uses, on one plain list: a small zset's order
+    costs a list instead of a SortedList's several objects (insertions are O(n), n <= 128)."""
+    __slots__ = ()
+
+    def add(self, item: tuple[float, bytes]) -> None:
+        bisect.insort(self, item)
+
+    def remove(self, item: tuple[float, bytes]) -> None:
+        del self[bisect.bisect_left(self, item)]
+
+    def update(self, items: Iterable[tuple[float, bytes]]) -> None:
+        self.extend(items)
+        self.sort()
+
+    def bisect_left(self, item) -> int:
+        return bisect.bisect_left(self, item)
+
+    def bisect_right(self, item) -> int:
+        return bisect.bisect_right(self, item)
+
+    def islice(self, start: int | None = None, stop: int | None = None, reverse: bool = False):
+        part = self[start:stop]
+        return reversed(part) if reverse else iter(part)
 
 
 class ZSet(dict):
@@ -153,7 +184,7 @@ class ZSet(dict):
 
     def __init__(self, skiplist: bool = False) -> None:
         super().__init__()
-        self.order = SortedList()
+        self.order: SmallOrder | SortedList = SmallOrder()
         self.skiplist = skiplist            # Valkey's encoding: False listpack, True skiplist
         self.scan_order: list[bytes] | None = None      # ZSCAN's snapshot (t_hash.scan_members)
 
@@ -173,8 +204,15 @@ class ZSet(dict):
             self.order.remove((old, member))
         dict.__setitem__(self, member, score)
         self.order.add((score, member))
+        if len(self) > SMALL_ORDER and type(self.order) is SmallOrder:
+            self.order = SortedList(self.order)
 
     __setitem__ = set_score
+
+    def fit_order(self) -> None:
+        """After a bulk load of `order`: a SortedList once the zset is not small."""
+        if len(self) > SMALL_ORDER and type(self.order) is SmallOrder:
+            self.order = SortedList(self.order)
 
     def discard(self, member: bytes) -> bool:
         score = dict.pop(self, member, None)
@@ -224,6 +262,7 @@ class ZSet(dict):
         zset = cls(not listpack)
         zset.order.update(pairs)
         dict.update(zset, ((m, s) for s, m in pairs))
+        zset.fit_order()
         return zset
 
 

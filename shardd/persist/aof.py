@@ -1,0 +1,1565 @@
+"""A worker's append-only file, in Valkey 7's multi-part layout.
+
+Each worker keeps its own AOF in `<dir>/<appenddirname>/<shard>/`: a base (an RDB file,
+`<appendfilename>.<seq>.base.rdb`, or commands, `.base.aof`, per aof-use-rdb-preamble), incr
+files of RESP commands (`<appendfilename>.<seq>.incr.aof`) and `<appendfilename>.manifest`
+naming them (`file <name> seq <n> type b|i|h`, as Valkey writes it; a `#` comment line
+records the shard layout).
+
+What is logged: every command whose call changed the worker's data (`Db.changes` rose beyond
+what lazy expiry accounted for), as the worker received it, with SELECT when the db changes;
+commands whose replay would not give the same result are logged as their effect (relative
+expiries as absolute times, SPOP as SREM, served blocking pops as plain pops, float
+increments and cross-shard write-backs as the key's final state). Expired keys are logged as
+DEL. A transaction's frame (ATOMIC, or one frame of a coordinator's hold) with more than one
+record is wrapped in MULTI … EXEC.
+
+When records reach the disk (appendfsync): the records of a turn are written (and with
+`always` fsynced) before any reply of that turn leaves the worker: while records wait, the
+reply rings' writers hold replies back (GatedWriter), and the first flush of replies writes
+the records first. `everysec` fsyncs from the worker's timer in a background thread, at most
+once a second; `no` leaves flushing to the OS.
+
+BGREWRITEAOF forks: the child writes a new base while the parent appends to a new incr file;
+when the child is done the manifest is replaced atomically and the old files go. Turning
+appendonly on at runtime does the same, the new incr being a temp file until the base is
+written (Valkey's AOF_WAIT_REWRITE).
+
+Loading: base then incr files in manifest order, each command run through its worker handler;
+a torn last record (or an unfinished MULTI at the tail) of the last file is cut off when
+aof-load-truncated is yes, else the start stops.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import shlex
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Iterator
+
+import hiredis
+
+from .. import commands, errors, log, resp
+from ..ring import FrameWriter
+from ..slots import keyslot
+from . import files, rdb
+
+OFF, ON, WAIT_REWRITE = "off", "on", "wait_rewrite"
+READ_CHUNK = 1 << 20
+ITEMS_PER_COMMAND = 64          # AOF_REWRITE_ITEMS_PER_CMD: elements per command in a RESP base
+REWRITE_RETRY_DELAY = 5.0       # after a failed rewrite, as Valkey waits before retrying
+FSYNC_INTERVAL = 1.0
+_PR_SET_PDEATHSIG = 1
+
+ALREADY_REWRITING = "ERR Background append only file rewriting already in progress"
+REWRITE_STARTED = "Background append only file rewriting started"
+REWRITE_SCHEDULED = "Background append only file rewriting scheduled"
+
+_CRLF = b"\r\n"
+_BULK_HEADERS = [b"$%d\r\n" % n for n in range(1024)]
+_ARRAY_HEADERS = [b"*%d\r\n" % n for n in range(64)]
+
+
+# -- RESP records ---------------------------------------------------------------------------
+
+def encode_into(out: list[bytes], argv: list[bytes]) -> None:
+    """Append the RESP encoding of one command to a list of chunks."""
+    n = len(argv)
+    out.append(_ARRAY_HEADERS[n] if n < 64 else b"*%d\r\n" % n)
+    for arg in argv:
+        size = len(arg)
+        out.append(_BULK_HEADERS[size] if size < 1024 else b"$%d\r\n" % size)
+        out.append(arg)
+        out.append(_CRLF)
+
+
+def encode_command(argv: list[bytes]) -> bytes:
+    out: list[bytes] = []
+    encode_into(out, argv)
+    return b"".join(out)
+
+
+MULTI_RECORD = encode_command([b"MULTI"])
+EXEC_RECORD = encode_command([b"EXEC"])
+_SELECT_RECORDS = [encode_command([b"SELECT", b"%d" % i]) for i in range(64)]
+
+
+def select_record(index: int) -> bytes:
+    return _SELECT_RECORDS[index] if index < 64 else encode_command([b"SELECT", b"%d" % index])
+
+
+class AofFormatError(Exception):
+    """A record that is not a command (truncated=False), or a file that ends mid-record."""
+
+    def __init__(self, offset: int, reason: str, truncated: bool = False) -> None:
+        super().__init__(f"offset {offset}: {reason}")
+        self.offset = offset
+        self.reason = reason
+        self.truncated = truncated
+
+
+def _number(buf, start: int, end: int, what: str) -> int:
+    text = bytes(buf[start:end])
+    try:
+        return int(text)
+    except ValueError:
+        raise AofFormatError(start, f"Invalid {what}: {text[:32]!r}") from None
+
+
+def scan_records(buf, pos: int = 0, end: int | None = None) -> Iterator[tuple[list[bytes], int, int]]:
+    """Each command of an AOF's RESP part as (argv, start offset, end offset), as Valkey's
+    loader reads them (annotation lines `#…` are skipped). Raises AofFormatError at the first
+    record that is malformed, or truncated (the file ends inside it)."""
+    if end is None:
+        end = len(buf)
+    while pos < end:
+        start = pos
+        first = buf[pos]
+        if first == 0x23:                       # '#': an annotation line (#TS:…)
+            newline = buf.find(b"\n", pos, end)
+            if newline < 0:
+                raise AofFormatError(start, "Truncated annotation", truncated=True)
+            pos = newline + 1
+            continue
+        if first != 0x2A:                       # '*'
+            raise AofFormatError(start, f"Expected prefix '*', got: '{chr(first)}'")
+        line_end = buf.find(b"\r\n", pos, end)
+        if line_end < 0:
+            raise AofFormatError(start, "Reached EOF", truncated=True)
+        argc = _number(buf, pos + 1, line_end, "multibulk length")
+        if argc < 1:
+            raise AofFormatError(start, f"Invalid multibulk length {argc}")
+        pos = line_end + 2
+        argv = []
+        for _ in range(argc):
+            if pos >= end:
+                raise AofFormatError(start, "Reached EOF", truncated=True)
+            if buf[pos] != 0x24:                # '$'
+                raise AofFormatError(pos, f"Expected prefix '$', got: '{chr(buf[pos])}'")
+            line_end = buf.find(b"\r\n", pos, end)
+            if line_end < 0:
+                raise AofFormatError(start, "Reached EOF", truncated=True)
+            size = _number(buf, pos + 1, line_end, "bulk length")
+            if size < 0:
+                raise AofFormatError(pos, f"Expected to read string of {size} bytes, which is not in the suitable range")
+            data_end = line_end + 2 + size
+            if data_end + 2 > end:
+                raise AofFormatError(start, "Reached EOF", truncated=True)
+            if buf[data_end:data_end + 2] != _CRLF:
+                raise AofFormatError(data_end, f"Expected \\r\\n, got: {bytes(buf[data_end:data_end + 2]).hex()}")
+            argv.append(bytes(buf[line_end + 2:data_end]))
+            pos = data_end + 2
+        yield argv, start, pos
+
+
+@dataclass
+class TailCheck:
+    """Where a RESP part stops being valid: `ok_up_to` (the end of the last good command,
+    or the start of an unfinished MULTI), why, and whether only a tail is missing."""
+    ok_up_to: int
+    size: int
+    error: str = ""
+    truncated: bool = False      # the file ends mid-record or mid-MULTI (a torn tail)
+
+    @property
+    def valid(self) -> bool:
+        return self.ok_up_to == self.size and not self.error
+
+
+def check_resp(buf, start: int, size: int) -> TailCheck:
+    """Validate buf[start:size] as commands, MULTI/EXEC pairing included (valkey-check-aof)."""
+    ok = start
+    multi_start = -1
+    try:
+        for argv, rec_start, rec_end in scan_records(buf, start, size):
+            name = argv[0].lower()
+            if name == b"multi":
+                if multi_start >= 0:
+                    return TailCheck(multi_start, size, f"0x{rec_start:16x}: Unexpected MULTI")
+                multi_start = rec_start
+            elif name == b"exec":
+                if multi_start < 0:
+                    return TailCheck(ok, size, f"0x{rec_start:16x}: Unexpected EXEC")
+                multi_start = -1
+            if multi_start < 0:
+                ok = rec_end
+    except AofFormatError as exc:
+        prefix = "Reached EOF" if exc.truncated else exc.reason
+        return TailCheck(multi_start if multi_start >= 0 else ok, size,
+                         f"0x{exc.offset:16x}: {prefix}", truncated=exc.truncated)
+    if multi_start >= 0:
+        return TailCheck(multi_start, size, f"0x{size:16x}: Reached EOF before reading EXEC for MULTI",
+                         truncated=True)
+    return TailCheck(ok, size)
+
+
+def map_file(path: str):
+    """A read-only view of a file's bytes (b"" for an empty file)."""
+    with open(path, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size == 0:
+            return b""
+        return mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def rdb_part_end(path: str, config: Any = None) -> int:
+    """The length of the RDB at the start of an AOF file (0 when it has none); RdbError
+    when that RDB is broken."""
+    with open(path, "rb") as stream:
+        if stream.read(5) != b"REDIS":
+            return 0
+        stream.seek(0)
+        reader = rdb.load(stream, config)
+        for _ in reader:
+            pass
+        return reader.size
+
+
+# -- the manifest -----------------------------------------------------------------------------
+
+class ManifestError(Exception):
+    pass
+
+
+@dataclass
+class AofFile:
+    name: str
+    seq: int
+    kind: str           # "b" base, "i" incr, "h" history
+
+
+@dataclass
+class Manifest:
+    base: AofFile | None = None
+    incrs: list[AofFile] = field(default_factory=list)
+    history: list[AofFile] = field(default_factory=list)
+    base_seq: int = 0
+    incr_seq: int = 0
+    layout: str | None = None     # our comment line: which shard of how many wrote it
+
+    @classmethod
+    def parse(cls, text: str) -> "Manifest":
+        """aofLoadManifestFromFile's rules: base at most once, incr seqs increasing."""
+        manifest = cls()
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        if not lines:
+            raise ManifestError("Found an empty AOF manifest")
+        for number, raw in enumerate(lines, 1):
+            if raw.startswith("#"):
+                if raw.startswith("# shardd-layout "):
+                    manifest.layout = raw[len("# shardd-layout "):].strip()
+                continue
+            line = raw.strip(" \t\r\n")
+            try:
+                parts = shlex.split(line) if line else []
+            except ValueError:
+                parts = []
+            if len(parts) < 6 or len(parts) % 2:
+                raise ManifestError(f"Invalid AOF manifest file format (line {number}: {raw!r})")
+            entry: dict[str, str] = {}
+            for i in range(0, len(parts), 2):
+                entry[parts[i].lower()] = parts[i + 1]
+            name, seq, kind = entry.get("file"), entry.get("seq"), entry.get("type", "")[:1]
+            try:
+                seq_n = int(seq or 0)
+            except ValueError:
+                seq_n = 0
+            if not name or not seq_n or not kind:
+                raise ManifestError(f"Invalid AOF manifest file format (line {number}: {raw!r})")
+            if os.path.basename(name) != name:
+                raise ManifestError(f"File can't be a path, just a filename (line {number}: {raw!r})")
+            item = AofFile(name, seq_n, kind)
+            if kind == "b":
+                if manifest.base is not None:
+                    raise ManifestError("Found duplicate base file information")
+                manifest.base = item
+                manifest.base_seq = seq_n
+            elif kind == "h":
+                manifest.history.append(item)
+            elif kind == "i":
+                if manifest.incrs and seq_n <= manifest.incrs[-1].seq:
+                    raise ManifestError("Found a non-monotonic sequence number")
+                manifest.incrs.append(item)
+                manifest.incr_seq = seq_n
+            else:
+                raise ManifestError("Unknown AOF file type")
+        return manifest
+
+    @classmethod
+    def read(cls, path: str) -> "Manifest":
+        with open(path, "rb") as stream:
+            return cls.parse(stream.read().decode("utf-8", "surrogateescape"))
+
+    def render(self) -> bytes:
+        lines = []
+        if self.layout:
+            lines.append(f"# shardd-layout {self.layout}")
+        for item in ([self.base] if self.base else []) + self.history + self.incrs:
+            name = item.name
+            if any(c in name for c in " \t\"'\\") or not name.isprintable():
+                name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            lines.append(f"file {name} seq {item.seq} type {item.kind}")
+        return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+
+    def files(self) -> list[AofFile]:
+        """What loading reads, in order: the base, then the incr files."""
+        return ([self.base] if self.base else []) + self.incrs
+
+    def copy(self) -> "Manifest":
+        return Manifest(self.base, list(self.incrs), list(self.history), self.base_seq, self.incr_seq, self.layout)
+
+
+def manifest_name(appendfilename: str) -> str:
+    return f"{appendfilename}.manifest"
+
+
+def shard_dir(config: dict, shard: int) -> str:
+    return os.path.join(config["dir"], config["appenddirname"], str(shard))
+
+
+def layout_of(shard: int, shards: int, slot_range: tuple[int, int]) -> str:
+    return f"shard={shard} shards={shards} slots={slot_range[0]}-{slot_range[1]}"
+
+
+# -- replaying commands -----------------------------------------------------------------------
+
+class ReplayError(Exception):
+    pass
+
+
+class Replay:
+    """Runs AOF commands on a worker's dbs through their worker handlers (a fake client:
+    SELECT, MULTI/EXEC queueing, SWAPDB done here; error replies ignored, as Valkey does)."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.dbs = ctx.dbs
+        ctx.db = ctx.dbs[0]
+        table = {**commands.BY_NAME, **commands.INTERNAL}
+        self.lookup = table.get
+        self.queue: list[list[bytes]] | None = None     # inside MULTI: the queued commands
+        self.commands = 0
+
+    def reset_client(self) -> None:
+        """Each file is read by a new fake client: db 0, no MULTI."""
+        self.ctx.db = self.dbs[0]
+        self.queue = None
+
+    def spec_of(self, argv: list[bytes]):
+        name = argv[0]
+        spec = self.lookup(name)
+        if spec is None:
+            spec = self.lookup(name.lower())
+            if spec is None:
+                raise ReplayError(f"Unknown command '{name.decode('utf-8', 'replace')}'")
+        return spec
+
+    def run(self, argv: list[bytes]) -> None:
+        spec = self.spec_of(argv)
+        queue = self.queue
+        if queue is not None:
+            if spec.name == "exec":
+                self.queue = None
+                for queued in queue:
+                    self.execute(self.spec_of(queued), queued)
+            elif spec.name != "multi":      # a nested MULTI is an error reply: ignored
+                queue.append(argv)
+            return
+        if spec.worker_handler is not None and not spec.subcommands:
+            self.execute(spec, argv)
+        elif spec.name == "multi":
+            self.queue = []
+        elif spec.name != "exec":
+            self.execute(spec, argv)
+
+    def execute(self, spec, argv: list[bytes]) -> None:
+        ctx = self.ctx
+        self.commands += 1
+        handler = spec.worker_handler
+        if spec.subcommands:
+            spec = commands.lookup_argv(argv)
+            handler = spec.worker_handler if spec is not None else None
+        if handler is None:
+            self.special(spec, argv)
+            return
+        first = spec.first_key
+        if 0 < first < len(argv) and "movablekeys" not in spec.flags:
+            ctx.slot = keyslot(argv[first])
+        else:
+            keys = spec.keys(argv) if spec.has_keys() else ()
+            ctx.slot = keyslot(keys[0]) if keys else 0
+        try:
+            handler(ctx, argv)
+        except errors.CommandError:
+            pass
+
+    def special(self, spec, argv: list[bytes]) -> None:
+        name = spec.name if spec is not None else ""
+        ctx = self.ctx
+        if name == "select" and len(argv) == 2:
+            try:
+                index = int(argv[1])
+            except ValueError:
+                index = -1
+            if not 0 <= index < len(self.dbs):
+                raise ReplayError(f"SELECT {argv[1]!r}: no such db (databases {len(self.dbs)})")
+            ctx.db = self.dbs[index]
+        elif name == "swapdb" and len(argv) == 3:
+            from ..worker.coordination import swapdb
+            swapdb(ctx, [b"__swapdb", argv[1], argv[2]])
+        elif name in ("multi", "exec", "discard", "ping", "echo"):
+            pass
+        else:
+            raise ReplayError(f"Unknown command '{argv[0].decode('utf-8', 'replace')}'")
+
+
+class SlowPath(Exception):
+    """The fast loader met something it does not settle itself (a torn tail, an unfinished
+    MULTI, a malformed record, annotations): load again record by record."""
+
+
+def replay_fast(replay: Replay, stream: BinaryIO) -> None:
+    """Run every command of a stream (positioned after any RDB part) through hiredis."""
+    reader = hiredis.Reader()
+    run = replay.run
+    while True:
+        chunk = stream.read(READ_CHUNK)
+        if not chunk:
+            break
+        reader.feed(chunk)
+        while True:
+            try:
+                argv = reader.gets()
+            except hiredis.ProtocolError:
+                raise SlowPath from None
+            if argv is False:
+                break
+            if type(argv) is not list or not argv:
+                raise SlowPath
+            try:
+                run(argv)
+            except ReplayError:
+                raise
+            except Exception:
+                raise SlowPath from None
+    if reader.has_data() or replay.queue is not None:
+        raise SlowPath
+
+
+# -- what gets logged ---------------------------------------------------------------------------
+
+def _parse_reply(reply: bytes) -> Any:
+    reader = hiredis.Reader()
+    reader.feed(reply)
+    value = reader.gets()
+    return None if isinstance(value, hiredis.ReplyError) or value is False else value
+
+
+def key_state(aof: "Aof", db, key: bytes) -> list[bytes]:
+    """A command giving key its current value and expiry (DEL when it has none)."""
+    slot = keyslot(key)
+    values = db.data.get(slot)
+    value = values.get(key) if values is not None else None
+    if value is None:
+        return [b"DEL", key]
+    when = db.get_expire(key, slot)
+    if type(value) is bytes:
+        return [b"SET", key, value] if when is None else [b"SET", key, value, b"PXAT", b"%d" % when]
+    payload = rdb.dump_value(value, aof.config.get("rdbcompression", True),
+                             aof.config.get("list-max-listpack-size", -2))
+    return [b"RESTORE", key, b"%d" % (when or 0), payload, b"REPLACE", b"ABSTTL"]
+
+
+def ttl_state(db, key: bytes) -> list[bytes]:
+    """A command giving key its current expiry (or deleting it, when an expiry removed it)."""
+    slot = keyslot(key)
+    values = db.data.get(slot)
+    if values is None or key not in values:
+        return [b"DEL", key]
+    when = db.get_expire(key, slot)
+    return [b"PERSIST", key] if when is None else [b"PEXPIREAT", key, b"%d" % when]
+
+
+Rewrite = Callable[["Aof", Any, list[bytes], bytes], "list[list[bytes]] | None"]
+
+
+def _final_state(aof, db, argv, reply):
+    return [key_state(aof, db, argv[1])]
+
+
+def _ttl(aof, db, argv, reply):
+    return [ttl_state(db, argv[1])]
+
+
+def _set(aof, db, argv, reply):
+    if len(argv) > 3 and any(arg.lower() in (b"ex", b"px") for arg in argv[3:]):
+        return [key_state(aof, db, argv[1])]
+    return None
+
+
+def _getex(aof, db, argv, reply):
+    return [ttl_state(db, argv[1])] if len(argv) > 2 else None
+
+
+def _hincrbyfloat(aof, db, argv, reply):
+    value = _parse_reply(reply)
+    return [[b"HSET", argv[1], argv[2], value]] if isinstance(value, bytes) else [key_state(aof, db, argv[1])]
+
+
+def _spop(aof, db, argv, reply):
+    value = _parse_reply(reply)
+    if isinstance(value, bytes):
+        return [[b"SREM", argv[1], value]]
+    if isinstance(value, (list, set)) and value:
+        return [[b"SREM", argv[1], *value]]
+    return [key_state(aof, db, argv[1])]
+
+
+def _served_pop(command: bytes) -> Rewrite:
+    """BLPOP/BRPOP served: [key, element] → LPOP/RPOP key."""
+    def rewrite(aof, db, argv, reply):
+        value = _parse_reply(reply)
+        if isinstance(value, list) and value:
+            return [[command, value[0]]]
+        return None
+    return rewrite
+
+
+def _blmove(aof, db, argv, reply):
+    return [[b"LMOVE", *argv[1:5]]]
+
+
+def _brpoplpush(aof, db, argv, reply):
+    return [[b"RPOPLPUSH", argv[1], argv[2]]]
+
+
+def _blmpop(aof, db, argv, reply):
+    value = _parse_reply(reply)
+    if not (isinstance(value, list) and len(value) == 2):
+        return None
+    try:
+        where = argv[3 + int(argv[2])].lower()
+    except (ValueError, IndexError):
+        return None
+    return [[b"LPOP" if where == b"left" else b"RPOP", value[0], b"%d" % len(value[1])]]
+
+
+def _members_of(popped: Any) -> list[bytes]:
+    """The members of a ZMPOP-style reply's elements ([[member, score], …] or a map)."""
+    if isinstance(popped, dict):
+        return list(popped)
+    return [item[0] if isinstance(item, list) else item for item in popped]
+
+
+def _bzpop(aof, db, argv, reply):
+    value = _parse_reply(reply)
+    if isinstance(value, list) and len(value) >= 2:
+        return [[b"ZREM", value[0], value[1]]]
+    return None
+
+
+def _bzmpop(aof, db, argv, reply):
+    value = _parse_reply(reply)
+    if isinstance(value, list) and len(value) == 2 and value[1]:
+        return [[b"ZREM", value[0], *_members_of(value[1])]]
+    return None
+
+
+def _swapdb(aof, db, argv, reply):
+    return [[b"SWAPDB", argv[1], argv[2]]]
+
+
+def _block(aof, db, argv, reply):
+    """__block <command …>: a blocking command the proxy retried, logged as that command."""
+    inner = argv[1:]
+    spec = commands.lookup_argv(inner)
+    rewrite = REWRITES.get(spec.name) if spec is not None else None
+    records = rewrite(aof, db, inner, reply) if rewrite is not None else None
+    return records if records is not None else [inner]
+
+
+REWRITES: dict[str, Rewrite] = {
+    "set": _set,
+    "setex": _final_state, "psetex": _final_state, "getex": _getex,
+    "incrbyfloat": _final_state, "restore": _final_state, "__restore": _final_state,
+    "expire": _ttl, "pexpire": _ttl, "expireat": _ttl, "pexpireat": _ttl,
+    "hincrbyfloat": _hincrbyfloat, "spop": _spop,
+    "blpop": _served_pop(b"LPOP"), "brpop": _served_pop(b"RPOP"), "blmove": _blmove,
+    "brpoplpush": _brpoplpush, "blmpop": _blmpop, "bzpopmin": _bzpop, "bzpopmax": _bzpop,
+    "bzmpop": _bzmpop, "__swapdb": _swapdb, "__block": _block,
+}
+# The argument count from which a command needs its rewrite (SET only with options …).
+_NEVER = 1 << 62
+REWRITE_FROM = {name: 0 for name in REWRITES} | {"set": 4, "getex": 3}
+# Commands that may change dbs other than the one they run in.
+CROSS_DB = ("move", "copy", "flushall", "__swapdb")
+
+
+# -- writing a base -----------------------------------------------------------------------------
+
+def write_rdb_base(stream: BinaryIO, worker, config: dict) -> None:
+    """The base as an RDB (aof-use-rdb-preamble yes), marked aof-base as Valkey marks it."""
+    low, high = config["__slot_range__"]
+    writer = rdb.RdbWriter(stream, compress=config.get("rdbcompression", True),
+                           checksum=config.get("rdbchecksum", True), fill=config.get("list-max-listpack-size", -2))
+    writer.start({b"aof-base": 1, b"shardd-shard": worker.shard, b"shardd-shards": worker.n_shards,
+                  b"shardd-slots": f"{low}-{high}"})
+    for db in worker.dbs:
+        rdb.write_db(writer, db)
+    writer.finish()
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _score(value: float) -> bytes:
+    return repr(float(value)).encode()
+
+
+def key_commands(key: bytes, value: Any, when: int | None, config: dict) -> list[list[bytes]]:
+    """Commands that rebuild one key (rewriteAppendOnlyFileRio's per-type commands)."""
+    from ..worker.t_hash import Hash
+    from ..worker.t_list import List
+    from ..worker.t_set import Set
+    from ..worker.t_zset import ZSet
+    kind = type(value)
+    if kind is bytes:
+        out = [[b"SET", key, value]]
+    elif kind is List:
+        out = [[b"RPUSH", key, *part] for part in _chunks(list(value), ITEMS_PER_COMMAND)]
+    elif kind is Set:
+        out = [[b"SADD", key, *part] for part in _chunks(list(value), ITEMS_PER_COMMAND)]
+    elif kind is Hash:
+        pairs = [x for item in value.items() for x in item]
+        out = [[b"HSET", key, *part] for part in _chunks(pairs, 2 * ITEMS_PER_COMMAND)]
+    elif kind is ZSet:
+        pairs = [x for member, score in value.items() for x in (_score(score), member)]
+        out = [[b"ZADD", key, *part] for part in _chunks(pairs, 2 * ITEMS_PER_COMMAND)]
+    else:
+        payload = rdb.dump_value(value, config.get("rdbcompression", True), config.get("list-max-listpack-size", -2))
+        return [[b"RESTORE", key, b"%d" % (when or 0), payload, b"REPLACE", b"ABSTTL"]]
+    if when is not None:
+        out.append([b"PEXPIREAT", key, b"%d" % when])
+    return out
+
+
+def write_resp_base(stream: BinaryIO, worker, config: dict) -> None:
+    """The base as commands (aof-use-rdb-preamble no)."""
+    out: list[bytes] = []
+    for db in worker.dbs:
+        if not db.size:
+            continue
+        encode_into(out, [b"SELECT", b"%d" % db.index])
+        for slot, keys in db.data.items():
+            expires = db.expires.get(slot) or {}
+            for key, value in keys.items():
+                for argv in key_commands(key, value, expires.get(key), config):
+                    encode_into(out, argv)
+                if len(out) > 4096:
+                    stream.write(b"".join(out))
+                    out.clear()
+    stream.write(b"".join(out))
+
+
+# -- the reply gate -----------------------------------------------------------------------------
+
+class GatedWriter(FrameWriter):
+    """A reply ring's writer that holds replies back while AOF records wait to be written:
+    the first flush of replies writes (and with `always` fsyncs) them first."""
+
+    __slots__ = ("aof",)
+
+    def __init__(self, writer: FrameWriter, aof: "Aof") -> None:
+        super().__init__(writer.ring)
+        self.pending = writer.pending
+        self.aof = aof
+
+    def send_framed(self, frame: bytes) -> bool:
+        if self.aof.unwritten:
+            self.pending.append(memoryview(frame))
+            return False
+        return FrameWriter.send_framed(self, frame)
+
+    def flush(self) -> bool:
+        if self.aof.unwritten:
+            self.aof.write_out()
+        return FrameWriter.flush(self)
+
+
+# -- the worker's AOF ------------------------------------------------------------------------------
+
+_active: "Aof | None" = None        # the AOF logging in this process (the expiry hook's target)
+
+
+def _install_expiry_hook() -> None:
+    """Log keys removed by expiry (lazy and active: both go through Db._expire) as DEL."""
+    from ..worker.keyspace import Db
+    if getattr(Db._expire, "aof_hook", False):
+        return
+    plain = Db._expire
+
+    def expire(db, key: bytes, slot: int) -> None:
+        plain(db, key, slot)
+        aof = _active
+        if aof is not None:
+            aof.log_expired(db, key)
+    expire.aof_hook = True
+    Db._expire = expire
+
+
+def _install_config_hook() -> None:
+    """CONFIG SET on a worker: appendonly takes effect before the reply (startAppendOnly /
+    stopAppendOnly run inside Valkey's CONFIG SET), not at the next timer tick."""
+    spec = commands.spec_for("config|set")
+    plain = spec.worker_handler
+    if plain is None or getattr(plain, "aof_hook", False):
+        return
+
+    def config_set(ctx, argv: list[bytes]) -> bytes:
+        reply = plain(ctx, argv)
+        ctx.stats["worker"].aof.config_changed()
+        return reply
+    config_set.aof_hook = True
+    spec.worker_handler = config_set
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+class Aof:
+    """One worker's AOF: its files, what it logs, when it writes and fsyncs, rewrites."""
+
+    def __init__(self, worker) -> None:
+        self.worker = worker
+        self.config: dict = worker.config.values
+        self.state = OFF
+        self.fd = -1
+        self.dir = shard_dir(self.config, worker.shard)
+        self.manifest = Manifest()
+        self.incr_path = ""
+        self.buf: list[bytes] = []
+        self.unwritten = False            # records wait: replies are held back
+        self.selected = -1                # the db of the last record in the current file
+        self.expired = 0                  # expiry DELs logged (so call() can tell them apart)
+        self.logging = False
+        # the current frame's transaction: records since its start, where MULTI would go
+        self.tx_open = False
+        self.tx_start = 0
+        self.tx_records = 0
+        self.tx_multi_written = False
+        # sizes and sync state
+        self.size = 0                     # base + incr files, as aof_current_size
+        self.base_size = 0                # aof_current_size after the last rewrite (or load)
+        self.written_at_fsync = 0
+        self.last_fsync = time.monotonic()
+        self.fsync_thread: threading.Thread | None = None
+        self.write_ok = True
+        # the rewrite child
+        self.child = 0
+        self.child_started = 0.0
+        self.child_temp = ""
+        self.child_incr_from = 0          # the first incr seq written after the fork
+        self.scheduled = False
+        self.retry_at = 0.0
+        self.rewrites = 0
+        self.last_rewrite_ok = True
+        self.consecutive_failures = 0
+        self.last_rewrite_time = -1
+        self.plain_call = worker.call
+        self.ctx = worker.ctx
+        self.cross_db = set()
+        for name in CROSS_DB:
+            spec = commands.INTERNAL.get(name.encode()) or commands.COMMANDS.get(name)
+            if spec is not None:
+                self.cross_db.add(id(spec))
+        for link in worker.links:
+            if not isinstance(link.replies, GatedWriter):
+                link.replies = GatedWriter(link.replies, self)
+        _install_expiry_hook()
+        _install_config_hook()
+
+    # -- turning logging on and off ------------------------------------------------------------
+    def start_logging(self) -> None:
+        global _active
+        self.logging = True
+        _active = self
+        self.worker.call = self.make_logged_call()
+
+    def stop_logging(self) -> None:
+        global _active
+        self.logging = False
+        if _active is self:
+            _active = None
+        self.worker.__dict__.pop("call", None)
+        self.end_transaction()
+        self.buf.clear()
+        self.unwritten = False
+
+    # -- the hot path ---------------------------------------------------------------------------
+    def make_logged_call(self) -> Callable[[Any, list[bytes]], bytes]:
+        """Worker.call, logging the command when it changed data (a closure: this runs for
+        every command while the AOF is on)."""
+        ctx, plain_call, cross_db, buf = self.ctx, self.plain_call, self.cross_db, self.buf
+        worker = self.worker
+        rewrite_from = REWRITE_FROM.get
+
+        def logged_call(spec, argv: list[bytes]) -> bytes:
+            if id(spec) in cross_db:
+                return self.cross_db_call(spec, argv)
+            db = ctx.db
+            before = db.changes
+            expired = self.expired
+            reply = plain_call(spec, argv)
+            if db.changes - before > self.expired - expired:
+                if (len(argv) >= rewrite_from(spec.name, _NEVER) or self.tx_open or not worker.serve_now
+                        or db.index != self.selected):
+                    self.log_command(db, spec, argv, reply)
+                else:                   # the common case, inline: the command as it came
+                    encode_into(buf, argv)
+                    self.unwritten = True
+            return reply
+        return logged_call
+
+    def cross_db_call(self, spec, argv: list[bytes]) -> bytes:
+        dbs = self.worker.dbs
+        db = self.worker.ctx.db
+        before = sum(d.changes for d in dbs)
+        expired = self.expired
+        reply = self.plain_call(spec, argv)
+        if sum(d.changes for d in dbs) - before > self.expired - expired or spec.name == "__swapdb":
+            self.log_command(db, spec, argv, reply)
+        return reply
+
+    def log_command(self, db, spec, argv: list[bytes], reply: bytes) -> None:
+        rewrite = REWRITES.get(spec.name)
+        records = rewrite(self, db, argv, reply) if rewrite is not None else None
+        if records is None:
+            self.append(db.index, argv)
+        else:
+            for record in records:
+                self.append(db.index, record)
+
+    def log_expired(self, db, key: bytes) -> None:
+        self.expired += 1
+        self.append(db.index, [b"DEL", key])
+
+    def append(self, index: int, argv: list[bytes]) -> None:
+        buf = self.buf
+        if not self.worker.serve_now and not self.tx_open:
+            self.tx_open = True
+            self.tx_start = len(buf)
+            self.tx_records = 0
+            self.tx_multi_written = False
+        if index != self.selected:
+            buf.append(select_record(index))
+            self.selected = index
+        encode_into(buf, argv)
+        if self.tx_open:
+            self.tx_records += 1
+        self.unwritten = True
+
+    def end_transaction(self) -> None:
+        """The end of a transaction's frame: its records become one MULTI … EXEC."""
+        if not self.tx_open:
+            return
+        self.tx_open = False
+        if self.tx_multi_written:
+            self.buf.append(EXEC_RECORD)
+        elif self.tx_records > 1:
+            self.buf.insert(self.tx_start, MULTI_RECORD)
+            self.buf.append(EXEC_RECORD)
+        self.unwritten = bool(self.buf)
+
+    # -- writing and fsyncing ---------------------------------------------------------------------
+    def write_out(self) -> None:
+        """Write the waiting records (and fsync them with appendfsync always)."""
+        buf = self.buf
+        if self.tx_open and not self.tx_multi_written:
+            # Written mid-transaction (not expected): open the MULTI now, EXEC follows.
+            buf.insert(self.tx_start, MULTI_RECORD)
+            self.tx_multi_written = True
+        self.tx_start = 0
+        if not buf or self.fd < 0:
+            self.unwritten = False
+            return
+        data = b"".join(buf)
+        buf.clear()
+        if not self.write_all(data):
+            buf.append(data)
+            if self.config.get("appendfsync") == "always":
+                log.log("warning", "Can't recover from AOF write error when the AOF fsync policy is 'always'. Exiting...")
+                os._exit(1)
+            self.unwritten = False       # everysec/no: replies go; the records are retried
+            return
+        self.unwritten = False
+        if self.config.get("appendfsync") == "always" and not self.fsync_suspended():
+            try:
+                os.fdatasync(self.fd)
+            except OSError as exc:
+                log.log("warning", f"Can't persist the AOF (fsync: {exc}). Exiting...")
+                os._exit(1)
+            self.written_at_fsync = self.size
+            self.last_fsync = time.monotonic()
+
+    def write_all(self, data: bytes) -> bool:
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, view[done:])
+        except OSError as exc:
+            if done:
+                # Never leave half a record behind: cut what went in (as Valkey does).
+                try:
+                    os.ftruncate(self.fd, self.incr_size_before(done))
+                except OSError:
+                    pass
+            if self.write_ok:
+                log.log("warning", f"Error writing to the AOF file: {exc}")
+            self.write_ok = False
+            return False
+        if not self.write_ok:
+            log.log("warning", "AOF write error looks solved, the server can write again.")
+        self.write_ok = True
+        self.size += len(data)
+        return True
+
+    def incr_size_before(self, partial: int) -> int:
+        return os.fstat(self.fd).st_size - partial
+
+    def fsync_suspended(self) -> bool:
+        return bool(self.child) and self.config.get("no-appendfsync-on-rewrite", False)
+
+    def fsync_busy(self) -> bool:
+        return self.fsync_thread is not None and self.fsync_thread.is_alive()
+
+    def background_fsync(self) -> None:
+        fd = self.fd
+
+        def sync() -> None:
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                log.log("warning", f"AOF background fsync failed: {exc}")
+        self.fsync_thread = threading.Thread(target=sync, name="aof-fsync", daemon=True)
+        self.fsync_thread.start()
+        self.written_at_fsync = self.size
+        self.last_fsync = time.monotonic()
+
+    def close_fd(self) -> None:
+        if self.fd < 0:
+            return
+        if self.fsync_busy():
+            self.fsync_thread.join()
+        try:
+            os.fsync(self.fd)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = -1
+
+    # -- the timer ---------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """The worker's timer: config changes, pending writes, everysec fsync, the rewrite."""
+        self.config_changed()
+        if self.child:
+            self.reap_child()
+        if self.state == OFF:
+            if self.scheduled and not self.busy():
+                self.rewrite_background()
+            return
+        if self.buf and not self.tx_open:
+            self.write_out()
+        if (self.config.get("appendfsync") == "everysec" and self.fd >= 0
+                and self.written_at_fsync != self.size and not self.fsync_suspended()
+                and time.monotonic() - self.last_fsync >= FSYNC_INTERVAL and not self.fsync_busy()):
+            self.background_fsync()
+        if self.busy():
+            return
+        if self.state == WAIT_REWRITE or self.scheduled:
+            if time.monotonic() >= self.retry_at:
+                self.rewrite_background()
+        elif self.auto_rewrite_due():
+            log.log("notice", f"Starting automatic rewriting of AOF on {self.growth()}% growth")
+            self.rewrite_background()
+
+    def config_changed(self) -> None:
+        """appendonly turned on or off (by CONFIG SET: applied at once, as Valkey does)."""
+        wanted = bool(self.config.get("appendonly"))
+        if wanted and self.state == OFF:
+            self.start_runtime()
+        elif not wanted and self.state != OFF:
+            self.stop()
+
+    def busy(self) -> bool:
+        """A fork is running (ours, or the snapshot's)."""
+        return bool(self.child) or bool(self.worker.persistence.child)
+
+    def growth(self) -> int:
+        base = self.base_size or 1
+        return self.size * 100 // base - 100
+
+    def auto_rewrite_due(self) -> bool:
+        percentage = self.config.get("auto-aof-rewrite-percentage", 100)
+        if not percentage or self.size <= self.config.get("auto-aof-rewrite-min-size", 64 << 20):
+            return False
+        return self.growth() >= percentage and time.monotonic() >= self.retry_at
+
+    # -- files ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.config["appendfilename"]
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def layout(self) -> str:
+        return layout_of(self.worker.shard, self.worker.n_shards, self.config["__slot_range__"])
+
+    def base_name(self, seq: int) -> str:
+        suffix = ".rdb" if self.config.get("aof-use-rdb-preamble", True) else ".aof"
+        return f"{self.name}.{seq}.base{suffix}"
+
+    def incr_name(self, seq: int) -> str:
+        return f"{self.name}.{seq}.incr.aof"
+
+    def temp_incr_path(self) -> str:
+        return self.path(f"temp-{self.name}.incr")
+
+    def persist_manifest(self, manifest: Manifest) -> None:
+        manifest.layout = self.layout()
+        text = manifest.render()
+        files.write_atomically(self.path(manifest_name(self.name)), lambda stream: stream.write(text))
+        self.manifest = manifest
+
+    def open_for_append(self, path: str, new: bool) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if new else 0)
+        fd = os.open(path, flags, 0o644)
+        self.close_fd()
+        self.fd = fd
+        self.incr_path = path
+        self.selected = -1        # a new file is read by a new client: it starts at db 0
+
+    def write_base(self, stream: BinaryIO) -> None:
+        if self.config.get("aof-use-rdb-preamble", True):
+            write_rdb_base(stream, self.worker, self.config)
+        else:
+            write_resp_base(stream, self.worker, self.config)
+
+    def files_size(self, manifest: Manifest) -> int:
+        total = 0
+        for item in manifest.files():
+            try:
+                total += os.path.getsize(self.path(item.name))
+            except OSError:
+                pass
+        return total
+
+    def delete_files(self, items: list[AofFile]) -> None:
+        for item in items:
+            try:
+                os.unlink(self.path(item.name))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.log("warning", f"Could not remove the AOF file {item.name}: {exc}")
+
+    def remove_temp_files(self) -> None:
+        """Leftovers of a rewrite that did not finish (a killed worker's, or its child's)."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.startswith("temp-"):
+                try:
+                    os.unlink(self.path(name))
+                except OSError:
+                    pass
+
+    # -- starting --------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        """At start: the AOF when appendonly is yes and this shard has one (else its RDB, then
+        a new AOF beginning with a base of what was loaded); the RDB when appendonly is no."""
+        from ..worker.persistence import LoadError
+        if not self.config.get("appendonly"):
+            self.worker.persistence.load()
+            return
+        manifest_path = self.path(manifest_name(self.name))
+        try:
+            if os.path.exists(manifest_path):
+                manifest = self.read_manifest(manifest_path)
+                self.check_layout(manifest)
+                self.load_manifest(manifest, self.dir)
+                self.open_after_load(manifest)
+            else:
+                self.check_other_layouts()
+                foreign = self.foreign_source()
+                if foreign is not None:
+                    self.load_foreign(*foreign)
+                else:
+                    self.worker.persistence.load()
+                self.create_fresh()
+        except (OSError, rdb.RdbError) as exc:
+            raise LoadError(f"AOF of shard {self.worker.shard} in {self.dir}: {exc}") from None
+        for db in self.worker.dbs:
+            db.changes = 0
+        self.state = ON
+        self.start_logging()
+
+    def read_manifest(self, path: str) -> Manifest:
+        from ..worker.persistence import LoadError
+        try:
+            return Manifest.read(path)
+        except ManifestError as exc:
+            raise LoadError(f"FATAL AOF MANIFEST FILE ERROR in {path}: {exc}") from None
+
+    def check_layout(self, manifest: Manifest) -> None:
+        from ..worker.persistence import LoadError
+        if manifest.layout is not None and manifest.layout != self.layout():
+            raise LoadError(
+                f"the AOF in {self.dir} was written by a server with another shard layout "
+                f"({manifest.layout}; this worker is {self.layout()}): start with the same "
+                "worker-processes, or restart from an RDB snapshot (re-partitioning an AOF is "
+                "not supported)")
+
+    def check_other_layouts(self) -> None:
+        """No AOF of our own, but shards of another layout left theirs: stop, not lose data."""
+        root = os.path.join(self.config["dir"], self.config["appenddirname"])
+        for shard in range(max(self.worker.n_shards, 1) + 8):
+            path = os.path.join(root, str(shard), manifest_name(self.name))
+            if shard == self.worker.shard or not os.path.exists(path):
+                continue
+            layout = self.read_manifest(path).layout or ""
+            if f"shards={self.worker.n_shards} " not in layout + " ":
+                self.check_layout(Manifest(layout=layout))
+
+    def foreign_source(self) -> tuple[Manifest, str] | None:
+        """An AOF that no shard wrote: Valkey's own (a manifest directly in appenddirname) or
+        an old single-file `appendonly.aof` in dir."""
+        root = os.path.join(self.config["dir"], self.config["appenddirname"])
+        path = os.path.join(root, manifest_name(self.name))
+        if os.path.exists(path):
+            return self.read_manifest(path), root
+        single = os.path.join(self.config["dir"], self.name)
+        if os.path.exists(single):
+            return Manifest(incrs=[AofFile(self.name, 1, "i")]), self.config["dir"]
+        return None
+
+    def load_foreign(self, manifest: Manifest, directory: str) -> None:
+        """Every key of a foreign AOF, then only those of our slots are kept."""
+        self.load_manifest(manifest, directory, may_truncate=False)
+        low, high = self.config["__slot_range__"]
+        dropped = 0
+        for db in self.worker.dbs:
+            for slot in [s for s in db.data if not low <= s <= high]:
+                for key in list(db.data[slot]):
+                    db.delete(key, slot)
+                    dropped += 1
+        log.log("notice", f"Loaded the AOF in {directory}; kept the keys of slots {low}-{high} "
+                          f"({dropped} keys of other shards dropped)")
+
+    def create_fresh(self) -> None:
+        """A new AOF for this shard: a base of the data now in memory, an empty incr."""
+        os.makedirs(self.dir, exist_ok=True)
+        self.remove_temp_files()
+        old = None
+        manifest_path = self.path(manifest_name(self.name))
+        if os.path.exists(manifest_path):
+            old = Manifest.read(manifest_path)
+        manifest = Manifest(base_seq=old.base_seq if old else 0, incr_seq=old.incr_seq if old else 0)
+        manifest.base_seq += 1
+        manifest.incr_seq += 1
+        manifest.base = AofFile(self.base_name(manifest.base_seq), manifest.base_seq, "b")
+        manifest.incrs = [AofFile(self.incr_name(manifest.incr_seq), manifest.incr_seq, "i")]
+        log.log("notice", f"Creating AOF base file {manifest.base.name} on server start")
+        files.write_atomically(self.path(manifest.base.name), self.write_base)
+        log.log("notice", f"Creating AOF incr file {manifest.incrs[0].name} on server start")
+        self.open_for_append(self.path(manifest.incrs[0].name), new=True)
+        self.persist_manifest(manifest)
+        if old is not None:
+            self.delete_files([f for f in old.files() + old.history if f.name not in
+                               (manifest.base.name, manifest.incrs[0].name)])
+        self.size = self.base_size = self.files_size(manifest)
+        self.written_at_fsync = self.size
+
+    def open_after_load(self, manifest: Manifest) -> None:
+        """Keep appending to the last incr file (a new one when there is none)."""
+        self.remove_temp_files()
+        if manifest.history:
+            self.delete_files(manifest.history)
+            manifest = manifest.copy()
+            manifest.history = []
+            self.persist_manifest(manifest)
+        if manifest.incrs:
+            self.open_for_append(self.path(manifest.incrs[-1].name), new=False)
+            self.manifest = manifest
+        else:
+            manifest = manifest.copy()
+            manifest.incr_seq += 1
+            manifest.incrs.append(AofFile(self.incr_name(manifest.incr_seq), manifest.incr_seq, "i"))
+            self.open_for_append(self.path(manifest.incrs[-1].name), new=True)
+            self.persist_manifest(manifest)
+        self.size = self.base_size = self.files_size(manifest)
+        self.written_at_fsync = self.size
+
+    # -- loading -----------------------------------------------------------------------------------
+    def load_manifest(self, manifest: Manifest, directory: str, may_truncate: bool = True) -> None:
+        """Replay the base and incr files; a torn tail of the last one is handled per
+        aof-load-truncated. Raises LoadError when the data cannot be loaded whole."""
+        from ..worker import keyspace
+        from ..worker.persistence import LoadError
+        items = manifest.files()
+        for item in items:
+            if not os.path.exists(os.path.join(directory, item.name)):
+                raise LoadError(f"The AOF file {item.name} listed in the manifest of {directory} doesn't exist")
+        started = time.time()
+        saved_clock = keyspace.now_ms
+        # Valkey expires nothing while loading: a key whose time has passed is still there
+        # for the commands after it (which ran when it was alive); it goes once loading ends.
+        keyspace.now_ms = 0
+        replay = Replay(self.worker.ctx)
+        try:
+            try:
+                self.replay_files(replay, items, directory, fast=True, may_truncate=may_truncate)
+            except SlowPath:
+                for db in self.worker.dbs:
+                    db.flush()
+                replay = Replay(self.worker.ctx)
+                self.replay_files(replay, items, directory, fast=False, may_truncate=may_truncate)
+        except ReplayError as exc:
+            raise LoadError(f"{exc} reading the append only file in {directory}") from None
+        finally:
+            keyspace.now_ms = saved_clock
+            keyspace.refresh_clock()
+            self.worker.ctx.db = self.worker.dbs[0]
+        keys = sum(db.size for db in self.worker.dbs)
+        log.log("notice", f"DB loaded from append only file: {time.time() - started:.3f} seconds "
+                          f"({replay.commands} commands, {keys} keys)")
+
+    def replay_files(self, replay: Replay, items: list[AofFile], directory: str, fast: bool,
+                     may_truncate: bool) -> None:
+        from ..worker.persistence import LoadError
+        for n, item in enumerate(items):
+            path = os.path.join(directory, item.name)
+            last = n == len(items) - 1
+            replay.reset_client()
+            if os.path.getsize(path) == 0:
+                continue
+            rdb_end = self.load_rdb_part(path)
+            if item.kind == "b" and rdb_end:
+                log.log("notice", f"Reading RDB base file on AOF loading... ({item.name})")
+            if fast:
+                with open(path, "rb") as stream:
+                    stream.seek(rdb_end)
+                    replay_fast(replay, stream)
+                continue
+            view = map_file(path)
+            try:
+                check = check_resp(view, rdb_end, len(view))
+                if check.error and not check.truncated:
+                    raise LoadError(f"Bad file format reading the append only file {item.name} ({check.error}): "
+                                    f"make a backup of your AOF file, then use shardd-check-aof --fix "
+                                    f"<filename.manifest>")
+                for argv, start, _end in scan_records(view, rdb_end, check.ok_up_to):
+                    try:
+                        replay.run(argv)
+                    except ReplayError:
+                        raise
+                    except Exception as exc:
+                        raise LoadError(f"{item.name} at offset {start}: {argv[0]!r} failed: {exc!r}") from None
+            finally:
+                if isinstance(view, mmap.mmap):
+                    view.close()
+            if check.valid:
+                continue
+            self.torn_tail(item.name, path, check, last and may_truncate)
+
+    def torn_tail(self, name: str, path: str, check: TailCheck, may_truncate: bool) -> None:
+        """A file ending mid-record or mid-MULTI: cut it back (aof-load-truncated yes, last
+        file only), or stop the start."""
+        from ..worker.persistence import LoadError
+        if check.error.endswith("Reached EOF before reading EXEC for MULTI"):
+            log.log("warning", f"Revert incomplete MULTI/EXEC transaction in AOF file {name}")
+        if not may_truncate:
+            raise LoadError(f"The AOF file {name} is truncated ({check.error}) and it is not the last file: "
+                            "use shardd-check-aof to examine it")
+        if not self.config.get("aof-load-truncated", True):
+            raise LoadError(f"Unexpected end of file reading the append only file {name} ({check.error}). You can: "
+                            "1) Make a backup of your AOF file, then use shardd-check-aof --fix <filename.manifest>. "
+                            "2) Alternatively you can set the 'aof-load-truncated' configuration option to yes "
+                            "and restart the server.")
+        log.log("warning", f"!!! Warning: short read while loading the AOF file {name}!!!")
+        log.log("warning", f"!!! Truncating the AOF {name} at offset {check.ok_up_to} !!!")
+        os.truncate(path, check.ok_up_to)
+        log.log("warning", f"AOF {name} loaded anyway because aof-load-truncated is enabled")
+
+    def load_rdb_part(self, path: str) -> int:
+        """Load the RDB at the start of a file (a base, or an old preamble AOF); its length."""
+        with open(path, "rb") as stream:
+            if stream.read(5) != b"REDIS":
+                return 0
+            stream.seek(0)
+            reader = rdb.load(stream, self.config)
+            dbs = self.worker.dbs
+            for index, key, value, when in reader:
+                dbs[index].store_expiring(key, keyslot(key), value, when)
+            return reader.size
+
+    # -- rewriting ---------------------------------------------------------------------------------
+    def bgrewrite(self) -> bytes:
+        """BGREWRITEAOF on this worker."""
+        if self.child:
+            raise errors.CommandError(ALREADY_REWRITING)
+        if self.busy():
+            self.scheduled = True
+            return resp.status(REWRITE_SCHEDULED)
+        if not self.rewrite_background():
+            raise errors.CommandError("ERR Can't execute an AOF background rewriting. "
+                                      "Please check the server logs for more information.")
+        return resp.status(REWRITE_STARTED)
+
+    def rewrite_background(self) -> bool:
+        """Fork a child writing a new base; meanwhile new records go to a new incr file."""
+        self.scheduled = False
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            self.prepare_incr_for_rewrite()
+        except OSError as exc:
+            log.log("warning", f"Can't open a new AOF file for the rewrite: {exc}")
+            self.rewrite_failed()
+            return False
+        temp = self.path(f"temp-rewriteaof-bg-{os.getpid()}.aof")
+        self.child_started = time.time()
+        pid = os.fork()
+        if pid == 0:
+            self.run_child(temp)
+        self.child = pid
+        self.child_temp = temp
+        if self.state == WAIT_REWRITE and not self.logging:
+            self.start_logging()
+        log.log("notice", f"Background append only file rewriting started by pid {pid}")
+        return True
+
+    def prepare_incr_for_rewrite(self) -> None:
+        """Flush what waits, then switch to a new incr file (ON: listed in the manifest now;
+        WAIT_REWRITE: a temp file, listed when the base exists; OFF: none)."""
+        if self.state == OFF:
+            return
+        self.end_transaction()
+        self.write_out()
+        if self.state == WAIT_REWRITE:
+            self.open_for_append(self.temp_incr_path(), new=True)
+            self.size = 0
+            self.written_at_fsync = 0
+            return
+        manifest = self.manifest.copy()
+        manifest.incr_seq += 1
+        item = AofFile(self.incr_name(manifest.incr_seq), manifest.incr_seq, "i")
+        manifest.incrs.append(item)
+        self.open_for_append(self.path(item.name), new=True)
+        self.persist_manifest(manifest)
+        self.child_incr_from = manifest.incr_seq
+        self.written_at_fsync = self.size
+
+    def run_child(self, temp: str) -> None:
+        """The forked copy: write the base and exit without running any cleanup."""
+        code = 1
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+                signal.signal(sig, signal.SIG_DFL)
+            _die_with_parent()
+            with open(temp, "wb") as stream:
+                self.write_base(stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            code = 0
+        except BaseException:
+            log.log("warning", f"Background AOF rewrite failed: {traceback.format_exc()}")
+        finally:
+            os._exit(code)
+
+    def reap_child(self) -> None:
+        try:
+            pid, status = os.waitpid(self.child, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.child, 1
+        if pid == 0:
+            return
+        self.child = 0
+        ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        self.last_rewrite_time = int(time.time() - self.child_started)
+        if ok:
+            try:
+                self.rewrite_done()
+                log.log("notice", "Background AOF rewrite finished successfully")
+                return
+            except OSError as exc:
+                log.log("warning", f"Error finishing the AOF rewrite: {exc}")
+        elif os.WIFSIGNALED(status):
+            log.log("warning", f"Background AOF rewrite terminated by signal {os.WTERMSIG(status)}")
+        else:
+            log.log("warning", "Background AOF rewrite terminated with error")
+        self.rewrite_failed()
+
+    def rewrite_done(self) -> None:
+        """The child wrote the base: it and the incr files since the fork become the AOF."""
+        os.makedirs(self.dir, exist_ok=True)
+        if self.state == ON:
+            old = self.manifest
+            manifest = old.copy()
+        else:
+            # Not (yet) on: what is on disk is an AOF of an earlier time (or none). Its files
+            # go once the new manifest is in place; the sequence numbers continue from it.
+            old = Manifest()
+            if os.path.exists(self.path(manifest_name(self.name))):
+                old = Manifest.read(self.path(manifest_name(self.name)))
+            manifest = Manifest(base_seq=old.base_seq, incr_seq=old.incr_seq)
+        manifest.base_seq += 1
+        manifest.base = AofFile(self.base_name(manifest.base_seq), manifest.base_seq, "b")
+        os.rename(self.child_temp, self.path(manifest.base.name))
+        if self.state == WAIT_REWRITE:
+            manifest.incr_seq += 1
+            item = AofFile(self.incr_name(manifest.incr_seq), manifest.incr_seq, "i")
+            os.rename(self.temp_incr_path(), self.path(item.name))
+            self.incr_path = self.path(item.name)
+            manifest.incrs = [item]
+        elif self.state == ON:
+            manifest.incrs = [f for f in manifest.incrs if f.seq >= self.child_incr_from]
+        else:
+            manifest.incrs = []
+        manifest.history = []
+        self.persist_manifest(manifest)
+        keep = {f.name for f in manifest.files()}
+        self.delete_files([f for f in old.files() + old.history if f.name not in keep])
+        if self.state == WAIT_REWRITE:
+            self.state = ON
+            log.log("notice", "Background append only file rewriting completed: the AOF is on")
+        self.size = self.base_size = self.files_size(manifest)
+        self.written_at_fsync = self.size if self.state == ON else 0
+        self.rewrites += 1
+        self.last_rewrite_ok = True
+        self.consecutive_failures = 0
+
+    def rewrite_failed(self) -> None:
+        try:
+            if self.child_temp:
+                os.unlink(self.child_temp)
+        except OSError:
+            pass
+        self.child_temp = ""
+        self.last_rewrite_ok = False
+        self.consecutive_failures += 1
+        self.retry_at = time.monotonic() + REWRITE_RETRY_DELAY
+        if self.state == WAIT_REWRITE:
+            # What the temp incr holds is in the next attempt's base: start it again then.
+            self.stop_logging()
+            self.close_fd()
+            try:
+                os.unlink(self.temp_incr_path())
+            except OSError:
+                pass
+
+    def kill_child(self) -> None:
+        if not self.child:
+            return
+        try:
+            os.kill(self.child, signal.SIGKILL)
+            os.waitpid(self.child, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        self.child = 0
+        if self.child_temp:
+            try:
+                os.unlink(self.child_temp)
+            except OSError:
+                pass
+            self.child_temp = ""
+
+    # -- appendonly yes/no at runtime, and the end ---------------------------------------------------
+    def start_runtime(self) -> None:
+        """CONFIG SET appendonly yes (startAppendOnly): the AOF is on once a rewrite has
+        written its base; until then records go to a temp incr file."""
+        self.kill_child()
+        self.state = WAIT_REWRITE
+        self.retry_at = 0.0
+        if self.busy():
+            self.scheduled = True
+            log.log("notice", "AOF was enabled but there is already another background operation. "
+                              "An AOF background was scheduled to start when possible.")
+            return
+        log.log("notice", "AOF was enabled: rewriting the AOF in the background")
+        self.rewrite_background()
+
+    def stop(self) -> None:
+        """CONFIG SET appendonly no (stopAppendOnly): flush, fsync, close; the files stay."""
+        self.end_transaction()
+        if self.state == ON:
+            self.write_out()
+        self.kill_child()
+        waiting = self.state == WAIT_REWRITE
+        self.stop_logging()
+        self.close_fd()
+        if waiting:
+            try:
+                os.unlink(self.temp_incr_path())
+            except OSError:
+                pass
+        self.state = OFF
+        self.scheduled = False
+        log.log("notice", "AOF is off")
+
+    def shutdown(self) -> None:
+        """The worker is exiting: its records on disk, fsynced; a rewrite in progress dropped."""
+        self.kill_child()
+        if self.state == OFF:
+            return
+        self.end_transaction()
+        if self.state == ON:
+            self.write_out()
+            if self.fd >= 0:
+                log.log("notice", "Calling fsync() on the AOF file.")
+        self.close_fd()
+
+    # -- INFO ---------------------------------------------------------------------------------------
+    def status(self) -> dict[str, int]:
+        now = time.time()
+        return {
+            "aof_enabled": 0 if self.state == OFF else 1,
+            "aof_rewrite_in_progress": 1 if self.child else 0,
+            "aof_rewrite_scheduled": 1 if self.scheduled else 0,
+            "aof_last_rewrite_time_sec": self.last_rewrite_time,
+            "aof_current_rewrite_time_sec": int(now - self.child_started) if self.child else -1,
+            "aof_last_bgrewrite_ok": 1 if self.last_rewrite_ok else 0,
+            "aof_rewrites": self.rewrites,
+            "aof_rewrites_consecutive_failures": self.consecutive_failures,
+            "aof_last_write_ok": 1 if self.write_ok else 0,
+            "aof_current_size": self.size,
+            "aof_base_size": self.base_size,
+            "aof_buffer_length": sum(map(len, self.buf)),
+            "aof_pending_bio_fsync": 1 if self.fsync_busy() else 0,
+        }
+
+
+# -- worker commands -------------------------------------------------------------------------------
+
+def _aof(ctx) -> Aof:
+    return ctx.stats["worker"].aof
+
+
+@commands.internal_command("__bgrewriteaof", 1)
+def bgrewriteaof(ctx, argv: list[bytes]) -> bytes:
+    return _aof(ctx).bgrewrite()

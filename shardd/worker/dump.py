@@ -1,0 +1,90 @@
+"""DUMP and RESTORE, after Valkey 8's cluster.c (dumpCommand, restoreCommand).
+
+The payload is Redis's: the value's RDB serialization, the RDB version (10, which Redis 7.0,
+7.2 and Valkey 8 all accept) and a CRC64 (shardd.persist.rdb). shardd keeps no access times
+yet, so RESTORE's IDLETIME and FREQ are checked and then ignored.
+"""
+from __future__ import annotations
+
+from .. import errors, resp
+from ..commands import worker_command
+from ..errors import CommandError
+from ..numbers import LLONG_MAX, arg_ll
+from ..persist.rdb import DumpPayloadError, Limits, RdbError, dump_value, restore_value
+from . import keyspace
+from .context import Ctx
+
+BUSYKEY = "BUSYKEY Target key name already exists."
+INVALID_TTL = "ERR Invalid TTL value, must be >= 0"
+INVALID_IDLETIME = "ERR Invalid IDLETIME value, must be >= 0"
+INVALID_FREQ = "ERR Invalid FREQ value, must be >= 0 and <= 255"
+BAD_PAYLOAD = "ERR DUMP payload version or checksum are wrong"
+BAD_FORMAT = "ERR Bad data format"
+
+_U64 = 1 << 64
+
+
+@worker_command("dump")
+def dump_command(ctx: Ctx, argv: list[bytes]) -> bytes:
+    value = ctx.db.lookup_read(argv[1], ctx.slot)
+    if value is None:
+        return resp.null(ctx.proto)
+    config = ctx.config
+    return resp.bulk(dump_value(value, config["rdbcompression"], config["list-max-listpack-size"]))
+
+
+def _restore_options(argv: list[bytes]) -> tuple[bool, bool]:
+    """(REPLACE, ABSTTL) from argv[4:]; IDLETIME and FREQ are validated (one of them at most)."""
+    replace = absttl = False
+    idle = freq = False
+    i, argc = 4, len(argv)
+    while i < argc:
+        option = argv[i].lower()
+        more = argc - i - 1
+        if option == b"replace":
+            replace = True
+        elif option == b"absttl":
+            absttl = True
+        elif option == b"idletime" and more >= 1 and not freq:
+            if arg_ll(argv[i + 1]) < 0:
+                raise CommandError(INVALID_IDLETIME)
+            idle = True
+            i += 1
+        elif option == b"freq" and more >= 1 and not idle:
+            if not 0 <= arg_ll(argv[i + 1]) <= 255:
+                raise CommandError(INVALID_FREQ)
+            freq = True
+            i += 1
+        else:
+            raise CommandError(errors.SYNTAX)
+        i += 1
+    return replace, absttl
+
+
+@worker_command("restore")
+def restore_command(ctx: Ctx, argv: list[bytes]) -> bytes:
+    replace, absttl = _restore_options(argv)
+    key, db, slot = argv[1], ctx.db, ctx.slot
+    exists = db.lookup(key, slot) is not None
+    if exists and not replace:
+        raise CommandError(BUSYKEY)
+    ttl = arg_ll(argv[2])
+    if ttl < 0:
+        raise CommandError(INVALID_TTL)
+    try:
+        value = restore_value(argv[3], Limits(ctx.config))
+    except DumpPayloadError:
+        raise CommandError(BAD_PAYLOAD) from None
+    except RdbError:
+        raise CommandError(BAD_FORMAT) from None
+    if exists:
+        db.delete(key, slot)
+    now = keyspace.now_ms
+    if ttl and not absttl:
+        ttl += now
+        if ttl > LLONG_MAX:            # C's long long addition wraps: the key is "expired"
+            ttl -= _U64
+    if ttl and ttl <= now:
+        return resp.OK                 # already expired: nothing stored (the old key is gone)
+    db.store_expiring(key, slot, value, ttl or None)
+    return resp.OK
