@@ -542,6 +542,11 @@ class Supervisor:
                 self.exit_statuses[pid] = status
         return alive
 
+    def worker_grace(self) -> float:
+        """How long stopping workers may take: long enough to save when they save."""
+        saving = self.save_on_exit if self.save_on_exit is not None else bool(self.cfg.values.get("save"))
+        return SAVE_GRACE if saving else 3.0
+
     def record_snapshot_layout(self, workers: list[int]) -> None:
         """Every worker saved on its way out: the files are this layout's."""
         saving = self.save_on_exit if self.save_on_exit is not None else bool(self.cfg.values.get("save"))
@@ -566,7 +571,7 @@ class Supervisor:
         worker_signal = {None: signal.SIGTERM, True: signal.SIGUSR1, False: signal.SIGUSR2}[self.save_on_exit]
         alive: set[int] = set()
         for pids, sig, grace in ((list(self.proxies), signal.SIGTERM, 3.0),
-                                 (list(self.workers), worker_signal, SAVE_GRACE)):
+                                 (list(self.workers), worker_signal, self.worker_grace())):
             for pid in pids:
                 try:
                     os.kill(pid, sig)

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from helpers import REDIS_SERVER, start_redis_server, wait_until
+from helpers import REDIS_SERVER, keys_on, start_redis_server, wait_until
 from server import Server, free_port
 
 
@@ -276,3 +276,24 @@ def _refused(r: redis.Redis) -> bool:
         assert str(exc).startswith("MISCONF")
         return True
     return False
+
+
+def test_functions_survive_a_restart(workdir):
+    code = ("#!lua name=mylib\nredis.register_function('myset', function(keys, args) "
+            "redis.call('SET', keys[1], args[1]); return redis.call('SET', keys[2], args[1]) end)")
+    srv = Server(dir=workdir)
+    try:
+        r = srv.client()
+        assert r.function_load(code) == b"mylib"
+        r.save()
+    finally:
+        srv.stop()
+    srv = Server(dir=workdir)
+    try:
+        r = srv.client()
+        assert r.function_list()[0][1] == b"mylib"
+        (a,), (b,) = keys_on(0, 1, "fa"), keys_on(1, 1, "fb")
+        assert r.fcall("myset", 2, a, b, "v") == b"OK"       # keys on both workers
+        assert r.mget(a, b) == [b"v", b"v"]
+    finally:
+        srv.stop()

@@ -17,7 +17,7 @@ from ..commands import internal_command
 from ..errors import CommandError
 from ..persist import files, rdb
 from ..slots import keyslot
-from . import keyspace
+from . import functions, keyspace
 from .context import Ctx
 
 BGSAVE_IN_PROGRESS = "ERR Background save already in progress"
@@ -59,6 +59,8 @@ class Persistence:
                                checksum=cfg.get("rdbchecksum", True), fill=cfg.get("list-max-listpack-size", -2))
         writer.start({b"shardd-shard": self.worker.shard, b"shardd-shards": self.worker.n_shards,
                       b"shardd-slots": f"{low}-{high}"})
+        for code in functions.library_codes():
+            writer.function(code)
         for db in self.worker.dbs:
             rdb.write_db(writer, db)
         writer.finish()
@@ -197,7 +199,8 @@ class Persistence:
             now = keyspace.now_ms
             try:
                 with open(path, "rb") as stream:
-                    for index, key, value, when in rdb.load(stream, self.config):
+                    reader = rdb.load(stream, self.config)
+                    for index, key, value, when in reader:
                         slot = keyslot(key)
                         if filtered and not low <= slot <= high:
                             continue
@@ -207,6 +210,7 @@ class Persistence:
                             raise LoadError(f"{path}: the data has db {index}, but databases is {len(dbs)}")
                         dbs[index].store_expiring(key, slot, value, when)
                         loaded += 1
+                    load_functions(reader.functions)
             except rdb.RdbError as exc:
                 raise LoadError(f"Bad RDB file {path}: {exc}") from None
             except OSError as exc:
@@ -215,6 +219,15 @@ class Persistence:
                               f"elapsed: {time.time() - started:.3f} seconds")
         for db in dbs:
             db.changes = 0
+
+
+def load_functions(codes: list[bytes]) -> None:
+    """The function libraries a file carries (FUNCTION2), loaded as Valkey does at start."""
+    for code in codes:
+        try:
+            functions.load_library_code(code)
+        except CommandError as exc:
+            raise LoadError(f"a function library in the file does not load: {exc}") from None
 
 
 def persistence(ctx: Ctx) -> Persistence:
