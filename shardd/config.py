@@ -1236,12 +1236,6 @@ def rewrite_config(cfg: Config, path: str) -> None:
 NOT_ACTED_ON: dict[str, str] = {
     "maxmemory": "no eviction yet",
     "maxmemory-policy": "no eviction yet",
-    "appendonly": "no append only file yet",
-    "appendfilename": "no append only file yet",
-    "appendfsync": "no append only file yet",
-    "no-appendfsync-on-rewrite": "no append only file yet",
-    "auto-aof-rewrite-percentage": "no append only file yet",
-    "auto-aof-rewrite-min-size": "no append only file yet",
 }
 
 
