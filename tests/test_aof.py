@@ -176,7 +176,7 @@ def random_commands(rng: random.Random, n: int) -> list[list]:
         lambda: ["SMOVE", k(), k(), v()],                         # often across shards
         lambda: ["SUNIONSTORE", k(), k(), k()],
         lambda: ["MSET", k(), v(), k(), v()],
-        lambda: [["SET", f"{{t}}k{rng.randint(0, 5)}", v(), "EX", 300], ["INCRBYFLOAT", f"{{t}}n", "0.5"],
+        lambda: [["SET", f"{{t}}k{rng.randint(0, 5)}", v(), "EX", 300], ["INCRBYFLOAT", "{t}n", "0.5"],
                  ["SPOP", f"{{t}}k{rng.randint(0, 5)}"]],
     ]
     return [rng.choice(makers)() for _ in range(n)]
@@ -272,6 +272,51 @@ def test_blocking_pops_and_cross_db_commands(workdir):
     srv = aof_server(workdir)
     try:
         assert snapshot(srv.client(), 4) == before
+    finally:
+        srv.stop()
+
+
+LIBRARY = """#!lua name=aoflib
+redis.register_function('bump', function(keys, args)
+  redis.call('SET', keys[1], redis.call('TIME')[1])
+  return redis.call('INCRBY', keys[2], args[1])
+end)"""
+
+
+def test_scripts_are_logged_as_their_effects_and_functions_persist(workdir):
+    a, b = "{s}a", "{s}b"
+    srv = aof_server(workdir)
+    try:
+        r = srv.client()
+        r.sadd("{s}set", *range(20))
+        popped = r.eval("redis.call('SPOP', KEYS[1], 3); redis.call('SET', KEYS[2], tostring(math.random()));"
+                        "local n = redis.call('SCARD', KEYS[1]);"
+                        "redis.call('SELECT', 1); redis.call('SET', KEYS[2], 'in-db-1'); return n",
+                        2, "{s}set", a)
+        assert popped == 17
+        r.function_load(LIBRARY)
+        assert r.fcall("bump", 2, a, b, 5) == 5
+        sha = r.script_load("return redis.call('INCR', KEYS[1])")
+        assert r.evalsha(sha, 1, "{s}n") == 1
+        before = snapshot(r, 2)
+    finally:
+        srv.stop()
+    logged = incr_records(workdir, 0) + incr_records(workdir, 1)
+    names = {argv[0].upper() for argv in logged}
+    assert not names & {b"EVAL", b"EVALSHA", b"FCALL", b"SPOP"}
+    assert {b"MULTI", b"RESTORE", b"FUNCTION"} <= names
+    srv = aof_server(workdir)
+    try:
+        r = srv.client()
+        assert snapshot(r, 2) == before
+        assert r.fcall("bump", 2, a, b, 1) == 6            # the library came back
+        assert srv.client().bgrewriteaof()
+        assert wait_until(lambda: r.info("persistence")["aof_rewrites"] >= 1, 10)
+    finally:
+        srv.stop()
+    srv = aof_server(workdir)                           # the library is in the new base
+    try:
+        assert srv.client().fcall("bump", 2, a, b, 1) == 7
     finally:
         srv.stop()
 
@@ -508,7 +553,7 @@ def test_check_aof_reports_and_fixes_a_torn_tail(workdir):
     assert "is not valid. Use the --fix option" in done.stdout
     assert check_aof("--fix", manifest, answer="n\n").returncode == 1
     done = check_aof("--fix", manifest, answer="y\n")
-    assert done.returncode == 0 and f"Successfully truncated AOF appendonly.aof.1.incr.aof" in done.stdout
+    assert done.returncode == 0 and "Successfully truncated AOF appendonly.aof.1.incr.aof" in done.stdout
     assert os.path.getsize(incr) == size
     with open(incr, "ab") as stream:
         stream.write(b"*1\r\nPING\r\n")

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from helpers import REDIS_SERVER, keys_on, start_redis_server, wait_until
+from helpers import REDIS_SERVER, RawConnection, keys_on, start_redis_server, wait_until
 from server import Server, free_port
 
 
@@ -295,5 +295,30 @@ def test_functions_survive_a_restart(workdir):
         (a,), (b,) = keys_on(0, 1, "fa"), keys_on(1, 1, "fb")
         assert r.fcall("myset", 2, a, b, "v") == b"OK"       # keys on both workers
         assert r.mget(a, b) == [b"v", b"v"]
+    finally:
+        srv.stop()
+
+
+def test_restarted_worker_answers_loading_until_its_data_is_back(workdir):
+    srv = Server("--enable-debug-command", "yes", dir=workdir)
+    try:
+        r = srv.client()
+        r.execute_command("DEBUG", "POPULATE", 600000)
+        (probe,) = keys_on(0, 1, "probe")
+        r.set(probe, "here")
+        r.save()
+        raw = RawConnection(srv.port)           # redis-py would retry -LOADING by itself
+        os.kill(int(r.info("shards")["shard0"]["pid"]), 9)     # a worker of our own server
+        seen: set[bytes] = set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            reply = raw.call("GET", probe)
+            seen.add(reply[:8])
+            if reply == b"$4\r\nhere\r\n":
+                break
+            time.sleep(0.002)
+        assert b"$4\r\nhere" in seen and b"-LOADING" in seen, seen
+        assert r.dbsize() == 600001
+        raw.close()
     finally:
         srv.stop()

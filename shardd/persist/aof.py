@@ -47,6 +47,7 @@ import hiredis
 from .. import commands, errors, log, resp
 from ..ring import FrameWriter
 from ..slots import keyslot
+from ..worker import keyspace
 from . import files, rdb
 
 OFF, ON, WAIT_REWRITE = "off", "on", "wait_rewrite"
@@ -600,6 +601,33 @@ _NEVER = 1 << 62
 REWRITE_FROM = {name: 0 for name in REWRITES} | {"set": 4, "getex": 3}
 # Commands that may change dbs other than the one they run in.
 CROSS_DB = ("move", "copy", "flushall", "__swapdb")
+# Scripts: logged as their effects (the final state of every key they wrote), so that a
+# replay never depends on the script cache, on time or on randomness.
+SCRIPTS = ("eval", "evalsha", "fcall")
+# FUNCTION subcommands that change the libraries (no Db counts them): logged as sent.
+FUNCTION_WRITES = frozenset((b"load", b"delete", b"flush", b"restore"))
+
+
+class KeyRecorder(dict):
+    """Stands in for a Db's `watched` map during a script: every write touches its key, so
+    the keys written are recorded (and a FLUSHDB, which looks at every watched key)."""
+
+    def __init__(self, watched: dict) -> None:
+        super().__init__(watched)
+        self.keys: dict[bytes, None] = {}
+        self.flushed = False
+
+    def __bool__(self) -> bool:       # the Db calls touch() only when someone watches
+        return True
+
+    def get(self, key, default=None):
+        self.keys[key] = None
+        return dict.get(self, key, default)
+
+    def items(self):
+        self.flushed = True
+        self.keys.clear()
+        return dict.items(self)
 
 
 # -- writing a base -----------------------------------------------------------------------------
@@ -611,9 +639,17 @@ def write_rdb_base(stream: BinaryIO, worker, config: dict) -> None:
                            checksum=config.get("rdbchecksum", True), fill=config.get("list-max-listpack-size", -2))
     writer.start({b"aof-base": 1, b"shardd-shard": worker.shard, b"shardd-shards": worker.n_shards,
                   b"shardd-slots": f"{low}-{high}"})
+    for code in _library_codes():
+        writer.function(code)
     for db in worker.dbs:
         rdb.write_db(writer, db)
     writer.finish()
+
+
+def _library_codes() -> list[bytes]:
+    """The function libraries (kept per worker process) a base carries."""
+    from ..worker import functions
+    return functions.library_codes()
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -655,6 +691,8 @@ def key_commands(key: bytes, value: Any, when: int | None, config: dict) -> list
 def write_resp_base(stream: BinaryIO, worker, config: dict) -> None:
     """The base as commands (aof-use-rdb-preamble no)."""
     out: list[bytes] = []
+    for code in _library_codes():
+        encode_into(out, [b"FUNCTION", b"LOAD", code])
     for db in worker.dbs:
         if not db.size:
             continue
@@ -696,41 +734,6 @@ class GatedWriter(FrameWriter):
 
 
 # -- the worker's AOF ------------------------------------------------------------------------------
-
-_active: "Aof | None" = None        # the AOF logging in this process (the expiry hook's target)
-
-
-def _install_expiry_hook() -> None:
-    """Log keys removed by expiry (lazy and active: both go through Db._expire) as DEL."""
-    from ..worker.keyspace import Db
-    if getattr(Db._expire, "aof_hook", False):
-        return
-    plain = Db._expire
-
-    def expire(db, key: bytes, slot: int) -> None:
-        plain(db, key, slot)
-        aof = _active
-        if aof is not None:
-            aof.log_expired(db, key)
-    expire.aof_hook = True
-    Db._expire = expire
-
-
-def _install_config_hook() -> None:
-    """CONFIG SET on a worker: appendonly takes effect before the reply (startAppendOnly /
-    stopAppendOnly run inside Valkey's CONFIG SET), not at the next timer tick."""
-    spec = commands.spec_for("config|set")
-    plain = spec.worker_handler
-    if plain is None or getattr(plain, "aof_hook", False):
-        return
-
-    def config_set(ctx, argv: list[bytes]) -> bytes:
-        reply = plain(ctx, argv)
-        ctx.stats["worker"].aof.config_changed()
-        return reply
-    config_set.aof_hook = True
-    spec.worker_handler = config_set
-
 
 def _die_with_parent() -> None:
     try:
@@ -780,29 +783,28 @@ class Aof:
         self.last_rewrite_time = -1
         self.plain_call = worker.call
         self.ctx = worker.ctx
-        self.cross_db = set()
-        for name in CROSS_DB:
-            spec = commands.INTERNAL.get(name.encode()) or commands.COMMANDS.get(name)
-            if spec is not None:
-                self.cross_db.add(id(spec))
+        # Commands that need more than the changes count of their db (by spec identity).
+        self.special: dict[int, Callable] = {}
+        for names, method in ((CROSS_DB, self.cross_db_call), (SCRIPTS, self.script_call),
+                              (("function",), self.function_call)):
+            for name in names:
+                spec = commands.INTERNAL.get(name.encode()) or commands.COMMANDS.get(name)
+                if spec is not None:
+                    self.special[id(spec)] = method
         for link in worker.links:
             if not isinstance(link.replies, GatedWriter):
                 link.replies = GatedWriter(link.replies, self)
-        _install_expiry_hook()
-        _install_config_hook()
 
     # -- turning logging on and off ------------------------------------------------------------
     def start_logging(self) -> None:
-        global _active
         self.logging = True
-        _active = self
+        keyspace.on_expire = self.log_expired
         self.worker.call = self.make_logged_call()
 
     def stop_logging(self) -> None:
-        global _active
         self.logging = False
-        if _active is self:
-            _active = None
+        if keyspace.on_expire == self.log_expired:
+            keyspace.on_expire = None
         self.worker.__dict__.pop("call", None)
         self.end_transaction()
         self.buf.clear()
@@ -812,13 +814,15 @@ class Aof:
     def make_logged_call(self) -> Callable[[Any, list[bytes]], bytes]:
         """Worker.call, logging the command when it changed data (a closure: this runs for
         every command while the AOF is on)."""
-        ctx, plain_call, cross_db, buf = self.ctx, self.plain_call, self.cross_db, self.buf
+        ctx, plain_call, buf = self.ctx, self.plain_call, self.buf
+        special = self.special.get
         worker = self.worker
         rewrite_from = REWRITE_FROM.get
 
         def logged_call(spec, argv: list[bytes]) -> bytes:
-            if id(spec) in cross_db:
-                return self.cross_db_call(spec, argv)
+            method = special(id(spec))
+            if method is not None:
+                return method(spec, argv)
             db = ctx.db
             before = db.changes
             expired = self.expired
@@ -842,6 +846,45 @@ class Aof:
         if sum(d.changes for d in dbs) - before > self.expired - expired or spec.name == "__swapdb":
             self.log_command(db, spec, argv, reply)
         return reply
+
+    def script_call(self, spec, argv: list[bytes]) -> bytes:
+        """EVAL/EVALSHA/FCALL (and their _RO forms): the final state of each key written."""
+        dbs = self.worker.dbs
+        recorders = []
+        for db in dbs:
+            recorder = KeyRecorder(db.watched)
+            recorders.append(recorder)
+            db.watched = recorder
+        try:
+            reply = self.plain_call(spec, argv)
+        finally:
+            for db, recorder in zip(dbs, recorders):
+                db.watched = dict(recorder)
+        group = []
+        for db, recorder in zip(dbs, recorders):
+            if recorder.flushed:
+                group.append((db.index, [b"FLUSHDB"]))
+            group += [(db.index, key_state(self, db, key)) for key in recorder.keys]
+        if group:
+            self.append_group(group)
+        return reply
+
+    def function_call(self, spec, argv: list[bytes]) -> bytes:
+        """FUNCTION LOAD/DELETE/FLUSH/RESTORE change the libraries: logged as sent."""
+        reply = self.plain_call(spec, argv)
+        if len(argv) > 1 and argv[1].lower() in FUNCTION_WRITES and not reply.startswith(b"-"):
+            self.append(self.ctx.db.index, argv)
+        return reply
+
+    def append_group(self, group: list[tuple[int, list[bytes]]]) -> None:
+        """Records that stand for one command: one MULTI … EXEC (unless the frame already is)."""
+        own = len(group) > 1 and self.worker.serve_now and not self.tx_open
+        if own:
+            self.buf.append(MULTI_RECORD)
+        for index, argv in group:
+            self.append(index, argv)
+        if own:
+            self.buf.append(EXEC_RECORD)
 
     def log_command(self, db, spec, argv: list[bytes], reply: bytes) -> None:
         rewrite = REWRITES.get(spec.name)
@@ -1236,6 +1279,8 @@ class Aof:
             try:
                 self.replay_files(replay, items, directory, fast=True, may_truncate=may_truncate)
             except SlowPath:
+                log.log("notice", "The AOF needs a record-by-record load (a torn tail, an unfinished "
+                                  "MULTI, annotations or a malformed record): loading it again")
                 for db in self.worker.dbs:
                     db.flush()
                 replay = Replay(self.worker.ctx)
@@ -1317,6 +1362,8 @@ class Aof:
             dbs = self.worker.dbs
             for index, key, value, when in reader:
                 dbs[index].store_expiring(key, keyslot(key), value, when)
+            from ..worker.persistence import load_functions
+            load_functions(reader.functions)
             return reader.size
 
     # -- rewriting ---------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def section_persistence(proxy, workers, totals) -> list[str]:
         return [int(w[name]) for w in workers if name in w] or [0]
     in_progress = max(values("rdb_bgsave_in_progress"))
     return [
-        "loading:0", "async_loading:0", "current_cow_peak:0", "current_cow_size:0",
+        f"loading:{max(values('loading'))}", "async_loading:0", "current_cow_peak:0", "current_cow_size:0",
         "current_cow_size_age:0", "current_fork_perc:0.00", "current_save_keys_processed:0",
         "current_save_keys_total:0",
         f"rdb_changes_since_last_save:{sum(values('rdb_changes_since_last_save'))}",

@@ -6,13 +6,15 @@ unix milliseconds, kept per slot beside the data so the active cycle can walk sl
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..slots import keyslot
 
 # The worker refreshes this once per batch: Valkey too evaluates expiry against one cached
 # clock per command/event, and reading the clock per key would be a syscall per lookup.
 now_ms: int = int(time.time() * 1000)
+# Called as on_expire(db, key) after an expired key is removed (the AOF logs it as DEL).
+on_expire: Callable[["Db", bytes], None] | None = None
 
 
 def refresh_clock() -> int:
@@ -190,6 +192,8 @@ class Db:
     def _expire(self, key: bytes, slot: int) -> None:
         self.delete(key, slot)
         self.expired += 1
+        if on_expire is not None:
+            on_expire(self, key)
 
     # -- iteration ---------------------------------------------------------------------
     def slot_keys(self, slot: int) -> list[bytes]:

@@ -34,6 +34,7 @@ FRAMES_PER_TURN = 64    # per proxy per loop turn, so one busy proxy cannot star
 HOLD_TIMEOUT = 5.0
 HOLD_LOST = b"-ERR cross-shard hold expired before this command ran\r\n"
 MISCONF_REPLY = resp.error(MISCONF)
+LOADING_REPLY = resp.error(errors.LOADING)
 
 
 @dataclass
@@ -391,6 +392,16 @@ class Worker:
         else:
             counts[0] += 1
         return reply
+
+    def serve_loading(self) -> None:
+        """While loading data: answer the clients waiting -LOADING, except commands Valkey
+        runs while loading (INFO, PING … flagged "loading")."""
+        def answer(argv: list[bytes]) -> bytes:
+            spec = commands.lookup_argv(argv) or self.lookup(argv[0])
+            if spec is not None and "loading" in spec.flags:
+                return Worker.call(self, spec, argv)
+            return LOADING_REPLY
+        self.serve_busy(answer)
 
     def serve_busy(self, answer) -> None:
         """Called from the Lua hook of a script running past busy-reply-threshold: answer

@@ -21,6 +21,7 @@ from . import functions, keyspace
 from .context import Ctx
 
 BGSAVE_IN_PROGRESS = "ERR Background save already in progress"
+LOADING_BATCH = 4096       # keys loaded between two looks at the rings
 MISCONF = ("MISCONF Valkey is configured to save RDB snapshots, but it's currently unable to persist "
            "to disk. Commands that may modify the data set are disabled, because this instance is "
            "configured to report errors during writes if RDB snapshotting fails "
@@ -44,6 +45,9 @@ class Persistence:
         self.saved_changes = 0          # changes counted up to the last good snapshot
         self.last_duration = -1
         self.saves = 0
+        self.loading = False
+        self.load_total = 0           # bytes of the files being loaded
+        self.load_done = 0
 
     # -- files ---------------------------------------------------------------------------
     def path(self) -> str:
@@ -153,6 +157,8 @@ class Persistence:
             "rdb_last_bgsave_time_sec": self.last_duration,
             "rdb_current_bgsave_time_sec": int(now - self.child_started) if self.child else -1,
             "rdb_saves": self.saves,
+            "loading": 1 if self.loading else 0,
+            "loading_loaded_perc": round(100.0 * self.load_done / self.load_total, 2) if self.load_total else 0.0,
         }
 
     # -- loading ---------------------------------------------------------------------------
@@ -192,7 +198,21 @@ class Persistence:
         """Load this worker's keys; LoadError (naming the file and offset) on a bad file."""
         low, high = self.config["__slot_range__"]
         dbs = self.worker.dbs
-        for path, filtered in self.sources():
+        sources = self.sources()
+        self.loading = True
+        self.load_total = sum(os.path.getsize(path) for path, _ in sources)
+        try:
+            for path, filtered in sources:
+                self.load_file(path, filtered, low, high, dbs)
+        finally:
+            self.loading = False
+        for db in dbs:
+            db.changes = 0
+
+    def load_file(self, path: str, filtered: bool, low: int, high: int, dbs: list) -> None:
+        """Load one file; every LOADING_BATCH keys, the clients waiting meanwhile get -LOADING."""
+        done_before = self.load_done
+        if True:
             started = time.time()
             loaded = 0
             keyspace.refresh_clock()
@@ -210,6 +230,9 @@ class Persistence:
                             raise LoadError(f"{path}: the data has db {index}, but databases is {len(dbs)}")
                         dbs[index].store_expiring(key, slot, value, when)
                         loaded += 1
+                        if not loaded % LOADING_BATCH:
+                            self.load_done = done_before + stream.tell()
+                            self.worker.serve_loading()
                     load_functions(reader.functions)
             except rdb.RdbError as exc:
                 raise LoadError(f"Bad RDB file {path}: {exc}") from None
@@ -217,8 +240,7 @@ class Persistence:
                 raise LoadError(f"Cannot read RDB file {path}: {exc}") from None
             log.log("notice", f"Done loading RDB {os.path.basename(path)}, keys loaded: {loaded}, "
                               f"elapsed: {time.time() - started:.3f} seconds")
-        for db in dbs:
-            db.changes = 0
+            self.load_done = done_before + os.path.getsize(path)
 
 
 def load_functions(codes: list[bytes]) -> None:

@@ -71,6 +71,7 @@ def config_set(ctx: Ctx, argv: list[bytes]) -> bytes:
     except Exception as exc:  # the proxy validated it already; report, don't crash
         raise CommandError(str(exc))
     worker_opstats(ctx).configure(config.values)
+    ctx.stats["worker"].aof.config_changed()    # appendonly on/off takes effect before the reply
     return resp.OK
 
 
