@@ -24,7 +24,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, Iterable
@@ -957,6 +956,10 @@ class _Loader:
         elif name == "rename-command" and argc == 3:
             self.cfg.rename_command(argv[1], argv[2])
         elif name == "user" and argc >= 2:
+            from .proxy.acl import check_user_directive
+            problem = check_user_directive(argv, [(split_args(u) or ["", ""])[1] for u in self.cfg.users])
+            if problem:
+                raise _Invalid(problem)
             self.cfg.users.append(line)
         elif name == "loadmodule" and argc >= 2:
             raise _Invalid("loadmodule is not supported")
@@ -1181,6 +1184,8 @@ def rewrite_text(cfg: Config, old_text: str) -> str:
 def user_lines(cfg: Config) -> list[str]:
     """rewriteConfigUserOption: every ACL user, the default one as ACLDescribeUser prints it
     (from requirepass) unless the file defines it; the file's other `user` lines as they are."""
+    if cfg.values.get("aclfile"):
+        return []          # the users live in the ACL file (rewriteConfigUserOption)
     lines = list(cfg.users)
     if not any((split_args(line) or ["", ""])[1:2] == ["default"] for line in lines):
         password = cfg.values.get("requirepass") or ""
@@ -1202,28 +1207,10 @@ def rewrite_config(cfg: Config, path: str) -> None:
     except FileNotFoundError:
         old_text = ""
     content = rewrite_text(cfg, old_text).encode("utf-8", "surrogateescape")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fh.fileno(), 0o644 & ~umask)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    from .persist.files import write_atomically
+    umask = os.umask(0)
+    os.umask(umask)
+    write_atomically(os.path.abspath(path), lambda stream: stream.write(content), mode=0o644 & ~umask)
 
 
 # --------------------------------------------------------------------------------------------

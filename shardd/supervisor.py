@@ -6,7 +6,6 @@ that dies, and shuts everything down on SIGTERM/SIGINT or a client's SHUTDOWN.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import pickle
@@ -22,13 +21,13 @@ import uuid
 from . import REDIS_VERSION, __version__, log
 from .ring import FrameReader, FrameWriter, Ring, SharedRegion, Waker, ring_size
 from .persist import LOAD_FAILED_EXIT
+from .process import die_with_parent
 from .slots import slot_map, slot_ranges
 
 REQUEST_RING = 4 << 20
 REPLY_RING = 4 << 20
 CONTROL_RING = 256 << 10
 SAVE_GRACE = 120.0          # seconds a stopping worker may take to save its snapshot
-_PR_SET_PDEATHSIG = 1
 
 
 class BindError(Exception):
@@ -210,14 +209,6 @@ class Plumbing:
                            self.epochs[p][w]) for w, (req, ctl, rep) in enumerate(self.pairs[p])]
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
 class Supervisor:
     def __init__(self, cfg, supervised: str = "no", ready_fd: int | None = None, pidfile: str = "",
                  daemonized: bool = False) -> None:
@@ -329,7 +320,7 @@ class Supervisor:
         os._exit(code)
 
     def _child(self, role: str) -> None:
-        _die_with_parent()
+        die_with_parent()
         # The supervisor's handlers only wake its loop: a SIGTERM arriving before this child
         # installs its own must stop it, not be swallowed.
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -510,6 +501,9 @@ class Supervisor:
             elif op == "config_set":
                 # A proxy applied CONFIG SET (loglevel …): the supervisor's own copy follows.
                 self.apply_config(msg.get("pairs") or [])
+            elif op == "acl_state":
+                # The ACL after a change (ACL LIST lines): a restarted proxy starts from it.
+                self.cfg.acl_state = msg["lines"]
             elif op == "answer":
                 self.broadcast(msg, exclude=None, only=msg["to"])
 
@@ -922,6 +916,13 @@ def run(cfg) -> int:
                            f"specify a config file use {sys.argv[0]} /path/to/valkey.conf")
     else:
         log.log("notice", "Configuration loaded")
+    from .proxy.acl import StartupError, load_users_at_startup
+    try:
+        cfg.acl_state = load_users_at_startup(cfg)     # every proxy starts from these users
+    except StartupError as exc:
+        for line in exc.args:
+            log.log("warning", line)
+        return 1
     pidfile = values.get("pidfile") or (DEFAULT_PIDFILE if background else "")
     if pidfile:
         write_pidfile(pidfile)

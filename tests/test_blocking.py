@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import redis
 
 from helpers import RawConnection, encode, keys_on, wait_until, worker_of
 from server import Server
@@ -307,7 +308,13 @@ def test_killed_worker_fails_its_blocked_clients():
         assert across.read().startswith(b"-ERR shard worker 0 exited")
         assert waiting.call("PING") == b"+PONG\r\n"
         r = srv.client()
-        assert wait_until(lambda: r.rpush(A0, "v") == 1)
+
+        def pushed() -> bool:
+            try:
+                return r.rpush(A0, "v") == 1
+            except redis.ResponseError:     # the restarted worker may still be loading
+                return False
+        assert wait_until(pushed)
         for c in (waiting, across):
             c.close()
     finally:

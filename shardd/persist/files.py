@@ -16,7 +16,7 @@ def shard_file_name(dbfilename: str, shard: int) -> str:
     return f"{base}-{shard}{ext}"
 
 
-def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:
+def write_atomically(path: str, write: Callable[[BinaryIO], None], mode: int | None = None) -> None:
     """Write to a temp file beside `path`, fsync it, rename it over `path`, fsync the dir."""
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f"temp-{os.getpid()}-{os.path.basename(path)}")
@@ -25,6 +25,8 @@ def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+            if mode is not None:
+                os.fchmod(stream.fileno(), mode)
         os.rename(tmp, path)
     except BaseException:
         try:

@@ -175,24 +175,25 @@ class Waiting:
         for w in self.workers:
             self.conn.send_alone(w, [b"__unblock"], ranges[w][0], NO_REPLY, None)
 
-    def forget(self) -> None:
-        """The client went away (or a worker died): drop its waits without a reply."""
+    def end(self) -> bool:
+        """Stop waiting, once: False when it had already ended."""
         if self.done:
-            return
-        self.done = True
-        self.proxy.blocked.pop(self.conn.id, None)
-        if self.timer is not None:
-            self.timer.cancel()
-        self.unblock_everywhere()
-
-    def finish(self, reply: bytes) -> None:
-        if self.done:
-            return
+            return False
         self.done = True
         self.proxy.blocked.pop(self.conn.id, None)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        return True
+
+    def forget(self) -> None:
+        """The client went away (or a worker died): drop its waits without a reply."""
+        if self.end():
+            self.unblock_everywhere()
+
+    def finish(self, reply: bytes) -> None:
+        if not self.end():
+            return
         self.entry.data = reply
         self.conn.resume()
 

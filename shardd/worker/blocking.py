@@ -160,6 +160,21 @@ def signal_ready(db: Db, key: bytes) -> None:
     db.ready.append((db, key))
 
 
+def ready_value(ctx: Ctx, key: bytes, kind: type):
+    """The non-empty value of type `kind` at key for a blocking command, else None.
+    WRONGTYPE for another type, except when serving a waiter: then the write that woke it did
+    not give it what it waits for, and it keeps waiting (Valkey serves only keys of the type a
+    client waits for)."""
+    value = ctx.db.lookup(key, keyslot(key))
+    if value is None:
+        return None
+    if type(value) is not kind:
+        if ctx.block_mode == SERVE:
+            return None
+        raise errors.CommandError(errors.WRONGTYPE)
+    return value or None
+
+
 def candidates(ctx: Ctx, keys: list[bytes]) -> list[bytes]:
     """The keys a blocking command looks at: all of them, or when serving a waiter, the one
     key that became ready (Valkey serves a blocked client from the key that was written)."""

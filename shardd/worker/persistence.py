@@ -16,6 +16,7 @@ from .. import log, resp
 from ..commands import internal_command
 from ..errors import CommandError
 from ..persist import files, rdb
+from ..process import reap, run_forked
 from ..slots import keyslot
 from . import functions, keyspace
 from .context import Ctx
@@ -88,37 +89,19 @@ class Persistence:
             raise CommandError(BGSAVE_IN_PROGRESS)
         self.changes_at_fork = self.changes()
         self.child_started = time.time()
-        pid = os.fork()
-        if pid == 0:
-            self.run_child()
-        self.child = pid
+        self.child = run_forked(lambda: files.write_atomically(self.path(), self.write_snapshot),
+                                "Background save")
         return resp.status("Background saving started")
-
-    def run_child(self) -> None:
-        """The forked copy: write the snapshot and exit without running any cleanup."""
-        code = 1
-        try:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
-                signal.signal(sig, signal.SIG_DFL)
-            files.write_atomically(self.path(), self.write_snapshot)
-            code = 0
-        except BaseException:
-            log.log("warning", f"Background save failed: {traceback.format_exc()}")
-        finally:
-            os._exit(code)
 
     def tick(self) -> None:
         """Reap a finished BGSAVE child (the worker's timer calls this)."""
         if not self.child:
             return
-        try:
-            pid, status = os.waitpid(self.child, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = self.child, 1
-        if pid == 0:
+        outcome = reap(self.child)
+        if outcome is None:
             return
         self.child = 0
-        ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        ok = outcome[0]
         if ok:
             log.log("notice", "Background saving terminated with success")
         else:

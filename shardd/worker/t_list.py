@@ -680,25 +680,11 @@ def ltrim_command(ctx: Ctx, argv: list[bytes]) -> bytes:
 
 # -- blocking pops (blocking.py keeps the waiters and serves them) ------------------------------
 
-def _ready_list(ctx: Ctx, key: bytes) -> List | None:
-    """The non-empty list at key for a blocking command, else None. WRONGTYPE for another
-    type, except when serving a waiter: then the write that woke it did not give it a list,
-    and it keeps waiting (Valkey serves only keys of the type a client waits for)."""
-    value = ctx.db.lookup(key, keyslot(key))
-    if value is None:
-        return None
-    if type(value) is not List:
-        if ctx.block_mode == blocking.SERVE:
-            return None
-        raise CommandError(_WRONGTYPE)
-    return value or None
-
-
 def _blocking_pop(ctx: Ctx, argv: list[bytes], left: bool) -> bytes | None:
     blocking.parse_timeout(argv[-1])
     keys = argv[1:-1]
     for key in blocking.candidates(ctx, keys):
-        lst = _ready_list(ctx, key)
+        lst = blocking.ready_value(ctx, key, List)
         if lst is not None:
             (value,) = list_pop(ctx, key, lst, left, 1)
             return b"*2\r\n" + _bulk(key) + _bulk(value)
@@ -718,7 +704,7 @@ def brpop_command(ctx: Ctx, argv: list[bytes]) -> bytes | None:
 def _blocking_move(ctx: Ctx, argv: list[bytes], left_from: bool, left_to: bool) -> bytes | None:
     blocking.parse_timeout(argv[-1])
     src = argv[1]
-    lst = _ready_list(ctx, src) if src in blocking.candidates(ctx, [src]) else None
+    lst = blocking.ready_value(ctx, src, List) if src in blocking.candidates(ctx, [src]) else None
     if lst is not None:
         return _bulk(list_move(ctx, src, lst, argv[2], left_from, left_to))
     return blocking.nothing(ctx, argv, [src], resp.null(ctx.proto))
@@ -741,7 +727,7 @@ def blmpop_command(ctx: Ctx, argv: list[bytes]) -> bytes | None:
     blocking.parse_timeout(argv[1])
     keys, left, count = parse_lmpop(argv, 2)
     for key in blocking.candidates(ctx, keys):
-        lst = _ready_list(ctx, key)
+        lst = blocking.ready_value(ctx, key, List)
         if lst is not None:
             return lmpop_reply(key, list_pop(ctx, key, lst, left, count), ctx.proto)
     return blocking.nothing(ctx, argv, keys, resp.null_array(ctx.proto))

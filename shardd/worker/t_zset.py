@@ -1193,24 +1193,11 @@ def zscan_command(ctx: Ctx, argv: list[bytes]) -> bytes:
 
 # -- blocking pops (blocking.py keeps the waiters and serves them) ------------------------------
 
-def _ready_zset(ctx: Ctx, key: bytes) -> ZSet | None:
-    """The non-empty zset at key for a blocking pop, else None; WRONGTYPE for another type,
-    except when serving a waiter (then it keeps waiting, as in Valkey)."""
-    value = ctx.db.lookup(key, keyslot(key))
-    if value is None:
-        return None
-    if type(value) is not ZSet:
-        if ctx.block_mode == blocking.SERVE:
-            return None
-        raise CommandError(_WRONGTYPE)
-    return value or None
-
-
 def _bzpop(ctx: Ctx, argv: list[bytes], pop_max: bool) -> bytes | None:
     blocking.parse_timeout(argv[-1])
     keys = argv[1:-1]
     for key in blocking.candidates(ctx, keys):
-        zset = _ready_zset(ctx, key)
+        zset = blocking.ready_value(ctx, key, ZSet)
         if zset is not None:
             return zset_pop_reply(ctx, key, zset, pop_max, -1, emit_key=True)
     return blocking.nothing(ctx, argv, keys, resp.null_array(ctx.proto))
@@ -1231,7 +1218,7 @@ def bzmpop_command(ctx: Ctx, argv: list[bytes]) -> bytes | None:
     blocking.parse_timeout(argv[1])
     keys, pop_max, count = parse_mpop(argv, 2)
     for key in blocking.candidates(ctx, keys):
-        zset = _ready_zset(ctx, key)
+        zset = blocking.ready_value(ctx, key, ZSet)
         if zset is not None:
             return zset_pop_reply(ctx, key, zset, pop_max, count, emit_key=True, nested=True)
     return blocking.nothing(ctx, argv, keys, resp.null_array(ctx.proto))
