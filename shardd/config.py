@@ -1220,10 +1220,7 @@ def rewrite_config(cfg: Config, path: str) -> None:
 # shardd reads these (CONFIG GET/SET/REWRITE show them) but their feature has not landed; the
 # startup log names the ones a config sets away from their defaults. Whoever lands a feature
 # removes its directives here.
-NOT_ACTED_ON: dict[str, str] = {
-    "maxmemory": "no eviction yet",
-    "maxmemory-policy": "no eviction yet",
-}
+NOT_ACTED_ON: dict[str, str] = {}
 
 
 def inert_directives(values: dict[str, Any]) -> list[str]:

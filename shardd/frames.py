@@ -34,5 +34,7 @@ BLOCKING = 256      # the frame's one command may block (a client's own BLPOP â€
 # A reply frame with this batch id is a WAKE: n_runs is its kind (blocking.SERVED/READY) and
 # the body a u64 client id followed by the reply for that blocked client.
 WAKE_BID = 0xFFFFFFFF
+TRACK = 512         # client tracking: the worker remembers which keys the frame's read-only
+                    # commands read, for the frame's client (worker/tracking.py)
 GUARD = 32          # EXEC on one worker: if a key the client WATCHes changed, run nothing and
                     # answer every run with an empty body; either way the client's watches end

@@ -155,7 +155,10 @@ def bind_listeners(cfg) -> list[socket.socket]:
         lines.append(message)
         return BindError(message, lines)
 
-    if port:
+    # TCP on `port`, then TLS on `tls-port` (the proxies serve those with their SSL context).
+    for port, kind in ((port, "tcp"), (values.get("tls-port") or 0, "tls")):
+        if not port:
+            continue
         for addr in values["bind"]:
             optional = addr.startswith("-")
             host = addr[1:] if optional else addr
@@ -169,7 +172,7 @@ def bind_listeners(cfg) -> list[socket.socket]:
                     continue
                 if exc.errno in _UNSUPPORTED:
                     continue
-                raise fail(f"Failed listening on port {port} (tcp), aborting.")
+                raise fail(f"Failed listening on port {port} ({kind}), aborting.")
     path = values.get("unixsocket")
     if path:
         try:
@@ -251,6 +254,13 @@ class Supervisor:
         fd, self.lock_path = tempfile.mkstemp(prefix="shardd-coordinator-", suffix=".lock")
         os.close(fd)
         self.plumbing = Plumbing(self.n_proxies, self.n_workers)
+        try:
+            # An AOF written by another worker count is moved aside for the workers to
+            # re-partition (before any of them looks at it).
+            from .persist.aof import prepare_layout
+            prepare_layout(self.cfg.values, self.n_workers)
+        except Exception as exc:     # OSError, a bad manifest: the workers' load reports it
+            log.log("warning", f"Could not prepare the AOF for {self.n_workers} workers: {exc}")
         for w in range(self.n_workers):
             self.spawn_worker(w)
         self.control = [None] * self.n_proxies
@@ -358,9 +368,11 @@ class Supervisor:
         log.log("notice", "Server initialized")
         log.log("notice", f"shardd {__version__} (Redis {REDIS_VERSION} compatible) started, "
                           f"{self.n_workers} workers, {self.n_proxies} proxies, port {self.cfg.values['port']}")
-        if self.ready_fd is not None or self.supervised != "no":
+        from .proxy.tls import is_tls_listener
+        plain = [s for s in self.listeners if not is_tls_listener(s, self.cfg.values)]
+        if plain and (self.ready_fd is not None or self.supervised != "no"):
             # Someone waits for "ready": confirm it the way a client would see it.
-            self.probe = ReadyProbe(self.sel, self.listeners, self.cfg.values.get("requirepass") or "")
+            self.probe = ReadyProbe(self.sel, plain, self.cfg.values.get("requirepass") or "")
             self.notify(f"STATUS=Waiting for the workers and proxies to answer on {self.probe.describe()}\n")
         else:
             self.on_ready()
@@ -403,8 +415,10 @@ class Supervisor:
                 log.log("verbose", f"Readiness check: DBSIZE on {probe.describe()} answered "
                                    f"{probe.answer!r}; the workers were not confirmed")
         self.ready = True
-        kinds = {"unix" if s.family == socket.AF_UNIX else "tcp" for s in self.listeners}
-        for kind in ("tcp", "unix"):
+        from .proxy.tls import is_tls_listener
+        kinds = {"unix" if s.family == socket.AF_UNIX else "tls" if is_tls_listener(s, self.cfg.values) else "tcp"
+                 for s in self.listeners}
+        for kind in ("tcp", "tls", "unix"):
             if kind in kinds:
                 log.log("notice", f"Ready to accept connections {kind}")
         if self.supervised == "systemd":
@@ -923,6 +937,14 @@ def run(cfg) -> int:
         for line in exc.args:
             log.log("warning", line)
         return 1
+    from .proxy import tls
+    if tls.wanted(values):
+        try:
+            tls.build_context(values)           # each proxy builds its own; a bad setup stops here
+        except tls.TlsError as exc:
+            log.log("warning", str(exc))
+            log.log("warning", tls.STARTUP_FAILED)
+            return 1
     pidfile = values.get("pidfile") or (DEFAULT_PIDFILE if background else "")
     if pidfile:
         write_pidfile(pidfile)
@@ -931,7 +953,7 @@ def run(cfg) -> int:
     # Import every command family before forking so all processes share one table (after
     # daemonizing: worker/server_cmds.py takes psutil.Process() of the importing process).
     from .worker import (coordination, dump, server_cmds, sort, t_bitops, t_geo, t_hash, t_hll,  # noqa: F401
-                         t_keys, t_list, t_set, t_string, t_zset, persistence)
+                         t_keys, t_list, t_set, t_stream, t_string, t_zset, persistence)
     from .proxy import handlers  # noqa: F401
     sup = Supervisor(cfg, supervised=supervised, ready_fd=ready_fd, pidfile=pidfile, daemonized=background)
     return sup.run()

@@ -514,16 +514,6 @@ def test_missing_aof_loads_the_rdb_then_starts_an_aof(workdir):
         srv.stop()
 
 
-def test_another_worker_count_is_refused_not_lost(workdir):
-    srv = aof_server(workdir)
-    try:
-        srv.client().set("a", "1")
-    finally:
-        srv.stop()
-    srv = aof_server(workdir, workers=3, wait=False)
-    assert "another shard layout" in failed_start(srv)
-
-
 # -- shardd-check-aof ---------------------------------------------------------------------------------
 
 def check_aof(*args: str, answer: str = "") -> subprocess.CompletedProcess:

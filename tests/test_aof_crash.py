@@ -82,7 +82,13 @@ class Writers:
 
 
 def kill_tree(srv: Server) -> None:
-    """SIGKILL every process of our own server (the supervisor and its children)."""
+    """SIGKILL every process of our own server (the supervisor and its children). The
+    supervisor is stopped first: a worker it restarted meanwhile would outlive the test and
+    keep writing its files."""
+    try:
+        os.kill(srv.proc.pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        pass
     pids = [p.pid for p in srv.children()] + [srv.proc.pid]
     for pid in pids:
         try:

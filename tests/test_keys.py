@@ -603,16 +603,12 @@ def test_object_help_and_errors(raw):
         b"-ERR wrong number of arguments for 'object|help' command\r\n"
 
 
-@pytest.mark.xfail(strict=True, reason="OBJECT IDLETIME always answers 0: the worker does not track "
-                                       "key access times (t_keys.object_idletime)")
 def test_object_idletime_grows(r):
     r.set(B + "idle", "v")
     time.sleep(1.5)                # Valkey's LRU clock has a 1 s resolution
     assert r.object("idletime", B + "idle") >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="OBJECT FREQ always answers LFU_INIT_VAL 5: accesses are not "
-                                       "counted (Valkey's LFULogIncr takes the first access to 6)")
 def test_object_freq_counts_access(r):
     try:
         r.config_set("maxmemory-policy", "allkeys-lfu")

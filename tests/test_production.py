@@ -700,7 +700,7 @@ def test_production_valkey_conf(tmp_path):
         assert not_yet == {name for name, _ in directives if name in NOT_ACTED_ON}, text_log[-2000:]
         in_force = {"port", "bind", "protected-mode", "tcp-backlog", "timeout", "tcp-keepalive", "daemonize",
                     "supervised", "pidfile", "loglevel", "logfile", "databases", "dir", "requirepass",
-                    "rename-command", "io-threads", "io-threads-do-reads",
+                    "rename-command", "io-threads", "io-threads-do-reads", "maxmemory", "maxmemory-policy",
                     # persistence (RDB and AOF), the persistence work's own tests check them
                     "save", "stop-writes-on-bgsave-error", "rdbcompression", "rdbchecksum", "appendonly",
                     "appendfilename", "appendfsync", "no-appendfsync-on-rewrite", "auto-aof-rewrite-percentage",

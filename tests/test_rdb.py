@@ -712,8 +712,6 @@ def test_unsupported_records_are_named():
     module_id = (12345 << 10) | 3
     assert "module value of type" in reason([(rdb.TYPE_MODULE_2, b"m", L(module_id))])
     assert rdb.module_type_name(module_id) in reason([(rdb.TYPE_MODULE_2, b"m", L(module_id))])
-    for stream_type in (15, 19, 21):
-        assert reason([(stream_type, b"s", L(0))]) == "stream values are not supported yet"
     assert "field expiration" in reason([(24, b"h", L(0))])
     with pytest.raises(RdbError, match="pre-release function"):
         read_file(b"REDIS0010\xf6" + S(b"code") + b"\xff" + bytes(8))
@@ -759,8 +757,8 @@ def test_corruptions_name_their_offset():
     key_at = data.index(b"\x01s\x05value") - 1              # the type byte of key "s"
     reason, offset = fails_at(data[:key_at] + b"\x64" + data[key_at + 1:])
     assert offset == key_at and "unknown RDB type 100" in reason
-    reason, offset = fails_at(data[:key_at] + b"\x0f" + data[key_at + 1:])
-    assert offset == key_at and "stream" in reason
+    reason, offset = fails_at(data[:key_at] + b"\x18" + data[key_at + 1:])
+    assert offset == key_at and "field expiration" in reason
     reason, offset = fails_at(data[:key_at + 1] + b"\xc7" + data[key_at + 2:])
     assert offset == key_at + 1 and "string encoding" in reason
     blob = rdb.listpack_of([x for pair in VALUES["hash-listpack"].items() for x in pair])

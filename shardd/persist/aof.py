@@ -28,6 +28,11 @@ written (Valkey's AOF_WAIT_REWRITE).
 Loading: base then incr files in manifest order, each command run through its worker handler;
 a torn last record (or an unfinished MULTI at the tail) of the last file is cut off when
 aof-load-truncated is yes, else the start stops.
+
+Cross-shard operations are logged as units (`#shardd-unit` notes, see "cross-shard units"):
+a start drops a unit at the tail of a log whose parts did not all reach the other shards'
+logs. Started with another worker count, the old layout's AOF is re-partitioned by slot (see
+"another worker count").
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import ctypes
 import mmap
 import os
 import shlex
+import shutil
 import signal
 import threading
 import time
@@ -112,10 +118,12 @@ def _number(buf, start: int, end: int, what: str) -> int:
         raise AofFormatError(start, f"Invalid {what}: {text[:32]!r}") from None
 
 
-def scan_records(buf, pos: int = 0, end: int | None = None) -> Iterator[tuple[list[bytes], int, int]]:
+def scan_records(buf, pos: int = 0, end: int | None = None,
+                 notes: bool = False) -> Iterator[tuple[list[bytes] | None, int, int]]:
     """Each command of an AOF's RESP part as (argv, start offset, end offset), as Valkey's
-    loader reads them (annotation lines `#…` are skipped). Raises AofFormatError at the first
-    record that is malformed, or truncated (the file ends inside it)."""
+    loader reads them (annotation lines `#…` are skipped; with `notes`, each is yielded with
+    None for argv). Raises AofFormatError at the first record that is malformed, or truncated
+    (the file ends inside it)."""
     if end is None:
         end = len(buf)
     while pos < end:
@@ -126,6 +134,8 @@ def scan_records(buf, pos: int = 0, end: int | None = None) -> Iterator[tuple[li
             if newline < 0:
                 raise AofFormatError(start, "Truncated annotation", truncated=True)
             pos = newline + 1
+            if notes:
+                yield None, start, pos
             continue
         if first != 0x2A:                       # '*'
             raise AofFormatError(start, f"Expected prefix '*', got: '{chr(first)}'")
@@ -173,22 +183,35 @@ class TailCheck:
 
 
 def check_resp(buf, start: int, size: int) -> TailCheck:
-    """Validate buf[start:size] as commands, MULTI/EXEC pairing included (valkey-check-aof)."""
+    """Validate buf[start:size] as commands, MULTI/EXEC pairing included (valkey-check-aof).
+    A cross-shard unit's annotation belongs to the MULTI it announces: a torn group is cut
+    back to before its annotation."""
     ok = start
     multi_start = -1
+    group_note = -1          # the start of a unit annotation whose MULTI … EXEC follows
     try:
-        for argv, rec_start, rec_end in scan_records(buf, start, size):
+        for argv, rec_start, rec_end in scan_records(buf, start, size, notes=True):
+            if argv is None:
+                if multi_start < 0:
+                    note = parse_unit_note(buf[rec_start:rec_end])
+                    if note is not None and note.grouped:
+                        group_note = rec_start
+                    elif group_note < 0:
+                        ok = rec_end
+                continue
             name = argv[0].lower()
             if name == b"multi":
                 if multi_start >= 0:
                     return TailCheck(multi_start, size, f"0x{rec_start:16x}: Unexpected MULTI")
-                multi_start = rec_start
+                multi_start = group_note if group_note >= 0 else rec_start
+                group_note = -1
             elif name == b"exec":
                 if multi_start < 0:
                     return TailCheck(ok, size, f"0x{rec_start:16x}: Unexpected EXEC")
                 multi_start = -1
             if multi_start < 0:
                 ok = rec_end
+                group_note = -1
     except AofFormatError as exc:
         prefix = "Reached EOF" if exc.truncated else exc.reason
         return TailCheck(multi_start if multi_start >= 0 else ok, size,
@@ -196,6 +219,9 @@ def check_resp(buf, start: int, size: int) -> TailCheck:
     if multi_start >= 0:
         return TailCheck(multi_start, size, f"0x{size:16x}: Reached EOF before reading EXEC for MULTI",
                          truncated=True)
+    if group_note >= 0:
+        return TailCheck(group_note, size, f"0x{size:16x}: Reached EOF before reading the MULTI of a "
+                                           "cross-shard unit", truncated=True)
     return TailCheck(ok, size)
 
 
@@ -221,6 +247,245 @@ def rdb_part_end(path: str, config: Any = None) -> int:
         return reader.size
 
 
+# -- cross-shard units -------------------------------------------------------------------------
+#
+# A coordinated operation that writes on several shards is a unit: each involved worker logs
+# its part as `#shardd-unit <id> <kind> <participants> <grouped>` followed (grouped 1) by
+# the part's records as one MULTI … EXEC. Kind `c` is the unit's commit: for a one-round
+# operation its records, for one of several rounds an empty note after the last round (kind
+# `p` marks the rounds). The coordinator holds the shards until every part is written, then
+# RELEASE makes each worker log `#shardd-settled`: what comes before is whole everywhere. At
+# load, a unit after the last settled note of a shard's log is kept only when every shard its
+# commit names holds that commit whole. Redis and Valkey skip `#` lines at a record boundary
+# (lines under 1024 bytes), so a shard's AOF stays readable by them.
+
+UNIT_NOTE = b"#shardd-unit "
+SETTLED_NOTE = b"#shardd-settled\r\n"
+COMMIT, ROUND = b"c", b"p"
+MANIFEST_LINE_MAX = 900          # Valkey reads manifest lines of up to 1024 bytes
+
+
+@dataclass
+class UnitNote:
+    uid: bytes
+    kind: bytes                    # COMMIT or ROUND
+    participants: tuple[int, ...]
+    grouped: bool                  # a MULTI … EXEC with the part's records follows
+
+
+def unit_note(uid: bytes, kind: bytes, participants: bytes, grouped: bool) -> bytes:
+    return b"#shardd-unit %s %s %s %d\r\n" % (uid, kind, participants, 1 if grouped else 0)
+
+
+def parse_unit_note(line) -> UnitNote | None:
+    line = bytes(line)
+    if not line.startswith(UNIT_NOTE):
+        return None
+    fields = line[len(UNIT_NOTE):].split()
+    if len(fields) != 4 or fields[1] not in (COMMIT, ROUND):
+        return None
+    try:
+        participants = tuple(int(x) for x in fields[2].split(b","))
+    except ValueError:
+        return None
+    return UnitNote(fields[0], fields[1], participants, fields[3] == b"1")
+
+
+def walk_resp(view, start: int, end: int, sink) -> None:
+    """Every command and annotation of view[start:end], in order, at hiredis speed:
+    sink.command(argv) per command (looked up again after each annotation, so a sink may
+    switch it), sink.note(line) per annotation line. An annotation is a '#' at a record
+    boundary: the '#'s after a newline are candidates, and one is at a boundary when the
+    reader holds nothing unparsed. Raises SlowPath on a malformed or torn record (or a sink
+    error other than ReplayError)."""
+    reader = hiredis.Reader()
+    pos = start
+    while pos < end and view[pos] == 0x23:
+        newline = view.find(b"\n", pos, end)
+        if newline < 0:
+            raise SlowPath
+        sink.note(bytes(view[pos:newline + 1]))
+        pos = newline + 1
+    fed = search = pos
+    run = sink.command
+    while True:
+        candidate = view.find(b"\n#", search, end)
+        stop = end if candidate < 0 else candidate + 1
+        while fed < stop:
+            size = min(READ_CHUNK, stop - fed)
+            reader.feed(view, fed, size)
+            fed += size
+            try:
+                while True:
+                    argv = reader.gets()
+                    if argv is False:
+                        break
+                    if type(argv) is not list or not argv:
+                        raise SlowPath
+                    run(argv)
+            except (ReplayError, SlowPath):
+                raise
+            except Exception:
+                raise SlowPath from None
+        if candidate < 0:
+            break
+        if reader.has_data():           # inside a record: the '#' is data
+            search = stop
+            continue
+        newline = view.find(b"\n", stop, end)
+        if newline < 0:
+            raise SlowPath
+        sink.note(bytes(view[stop:newline + 1]))
+        run = sink.command
+        fed = newline + 1
+        search = newline
+    if reader.has_data():
+        raise SlowPath
+
+
+@dataclass
+class UnitPart:
+    """What one shard's log holds of a unit: the participants its commit names (None: no
+    commit note) and whether that commit is whole."""
+    commit: tuple[int, ...] | None = None
+    committed: bool = False
+
+
+class TailScan:
+    """A walk_resp sink: the units after the last settled note of a log."""
+
+    def __init__(self) -> None:
+        self.units: dict[bytes, UnitPart] = {}
+        self.open: UnitNote | None = None      # a unit note whose MULTI … EXEC is being read
+
+    def note(self, line: bytes) -> None:
+        if line.startswith(SETTLED_NOTE[:-2]):
+            self.units.clear()
+            self.open = None
+            return
+        note = parse_unit_note(line)
+        if note is None:
+            return
+        part = self.units.setdefault(note.uid, UnitPart())
+        if note.kind == COMMIT:
+            part.commit = note.participants
+            part.committed = not note.grouped
+        self.open = note if note.grouped else None
+
+    def command(self, argv: list[bytes]) -> None:
+        if self.open is not None and argv[0].lower() == b"exec":
+            if self.open.kind == COMMIT:
+                self.units[self.open.uid].committed = True
+            self.open = None
+
+
+def group_whole(view, pos: int) -> bool:
+    """A MULTI … EXEC starts at pos and ends before the file does."""
+    try:
+        for argv, _, _ in scan_records(view, pos):
+            if argv[0].lower() == b"exec":
+                return True
+    except AofFormatError:
+        return False
+    return False
+
+
+class ShardLogs:
+    """The AOF of every shard of one layout (shard → directory, manifest), for deciding which
+    units of a shard's tail are whole on every shard they involve. Every worker decides from
+    the same files, so all keep or all drop a unit."""
+
+    def __init__(self, logs: dict[int, tuple[str, "Manifest"]]) -> None:
+        self.logs = logs
+        self.found: dict[tuple[int, bytes], list[tuple[UnitNote, bool]]] = {}
+
+    def tail(self, shard: int) -> dict[bytes, UnitPart]:
+        directory, manifest = self.logs[shard]
+        if not manifest.incrs:
+            return {}
+        path = os.path.join(directory, manifest.incrs[-1].name)
+        try:
+            view = map_file(path)
+        except FileNotFoundError:
+            return {}
+        try:
+            last_unit = view.rfind(b"\n" + UNIT_NOTE)
+            if last_unit < 0:
+                if view[:len(UNIT_NOTE)] != UNIT_NOTE:
+                    return {}
+                last_unit = 0
+            if view.rfind(b"\n" + SETTLED_NOTE) > last_unit:
+                return {}
+            scan = TailScan()
+            start = rdb_part_end(path) if view[:5] == b"REDIS" else 0
+            try:
+                walk_resp(view, start, len(view), scan)
+            except SlowPath:
+                pass                    # a torn or bad tail: what came before stands
+            if scan.open is not None and scan.open.kind == COMMIT:
+                scan.units[scan.open.uid].committed = False
+            return scan.units
+        finally:
+            if isinstance(view, mmap.mmap):
+                view.close()
+
+    def holds(self, shard: int, uid: bytes) -> list[tuple[UnitNote, bool]]:
+        """The notes of a unit in a shard's incr files, each with whether its part is whole
+        (none when that shard dropped the unit at an earlier start)."""
+        key = (shard, uid)
+        if key in self.found:
+            return self.found[key]
+        out: list[tuple[UnitNote, bool]] = []
+        directory, manifest = self.logs[shard]
+        if uid not in manifest.dropped:
+            needle = UNIT_NOTE + uid + b" "
+            for item in reversed(manifest.incrs):
+                try:
+                    view = map_file(os.path.join(directory, item.name))
+                except FileNotFoundError:
+                    continue
+                try:
+                    pos = view.find(needle)
+                    while pos >= 0:
+                        newline = view.find(b"\n", pos)
+                        if newline >= 0 and (pos == 0 or view[pos - 1] == 0x0A):
+                            note = parse_unit_note(view[pos:newline + 1])
+                            if note is not None:
+                                out.append((note, not note.grouped or group_whole(view, newline + 1)))
+                        pos = view.find(needle, pos + 1)
+                finally:
+                    if isinstance(view, mmap.mmap):
+                        view.close()
+        self.found[key] = out
+        return out
+
+    def drops(self, shard: int) -> tuple[set[bytes], bool]:
+        """The units a load of a shard's log drops (those of its tail that are not whole, and
+        those an earlier start dropped), and whether its tail had units at all."""
+        tail = self.tail(shard)
+        dropped = self.logs[shard][1].dropped
+        out = {uid for uid, part in tail.items() if uid not in dropped and not self.whole(shard, uid, part)}
+        return out | dropped, bool(tail)
+
+    def whole(self, shard: int, uid: bytes, part: UnitPart) -> bool:
+        commit = part.commit
+        if commit is None:
+            for other in self.logs:
+                if other != shard:
+                    commit = next((n.participants for n, _ in self.holds(other, uid) if n.kind == COMMIT), None)
+                    if commit is not None:
+                        break
+        if commit is None:
+            return False
+        for other in commit:
+            if other == shard:
+                if not part.committed:
+                    return False
+            elif other not in self.logs or not any(n.kind == COMMIT and whole for n, whole in self.holds(other, uid)):
+                return False
+        return True
+
+
 # -- the manifest -----------------------------------------------------------------------------
 
 class ManifestError(Exception):
@@ -242,6 +507,9 @@ class Manifest:
     base_seq: int = 0
     incr_seq: int = 0
     layout: str | None = None     # our comment line: which shard of how many wrote it
+    # units of the incr files dropped at a start (their other parts did not reach the other
+    # shards' logs): dropped again by every later load of these files
+    dropped: set[bytes] = field(default_factory=set)
 
     @classmethod
     def parse(cls, text: str) -> "Manifest":
@@ -256,6 +524,8 @@ class Manifest:
             if raw.startswith("#"):
                 if raw.startswith("# shardd-layout "):
                     manifest.layout = raw[len("# shardd-layout "):].strip()
+                elif raw.startswith("# shardd-dropped "):
+                    manifest.dropped.update(x.encode() for x in raw[len("# shardd-dropped "):].split())
                 continue
             line = raw.strip(" \t\r\n")
             try:
@@ -302,6 +572,14 @@ class Manifest:
         lines = []
         if self.layout:
             lines.append(f"# shardd-layout {self.layout}")
+        line = ""
+        for uid in sorted(self.dropped):
+            if len(line) + len(uid) > MANIFEST_LINE_MAX:
+                lines.append(line)
+                line = ""
+            line = (line or "# shardd-dropped") + " " + uid.decode()
+        if line:
+            lines.append(line)
         for item in ([self.base] if self.base else []) + self.history + self.incrs:
             name = item.name
             if any(c in name for c in " \t\"'\\") or not name.isprintable():
@@ -314,7 +592,8 @@ class Manifest:
         return ([self.base] if self.base else []) + self.incrs
 
     def copy(self) -> "Manifest":
-        return Manifest(self.base, list(self.incrs), list(self.history), self.base_seq, self.incr_seq, self.layout)
+        return Manifest(self.base, list(self.incrs), list(self.history), self.base_seq, self.incr_seq, self.layout,
+                        set(self.dropped))
 
 
 def manifest_name(appendfilename: str) -> str:
@@ -327,6 +606,122 @@ def shard_dir(config: dict, shard: int) -> str:
 
 def layout_of(shard: int, shards: int, slot_range: tuple[int, int]) -> str:
     return f"shard={shard} shards={shards} slots={slot_range[0]}-{slot_range[1]}"
+
+
+def layout_shards(layout: str | None) -> int | None:
+    """The shard count a manifest's layout line names."""
+    for part in (layout or "").split():
+        if part.startswith("shards=") and part[7:].isdigit():
+            return int(part[7:])
+    return None
+
+
+# -- another worker count ---------------------------------------------------------------------------
+#
+# Started with a worker count other than the one that wrote the AOF, the supervisor moves
+# `appenddirname` aside as `<appenddirname>.repartition` (one rename) before it forks the
+# workers. Each worker loads its slots out of every old shard's AOF there and writes its own
+# new AOF in `appenddirname/<shard>/`; it serves once every worker's new manifest is written,
+# and the first worker to see all of them renames the old directory to `….repartition-done`
+# (the commit) and removes it. A crash before the commit leaves the old layout whole (a new
+# start loads it again, into whatever worker count it has); after it, the new one.
+
+REPARTITION_SUFFIX = ".repartition"
+REPARTITION_DONE_SUFFIX = ".repartition-done"
+
+
+def aof_root(config: dict) -> str:
+    return os.path.join(config["dir"], config["appenddirname"])
+
+
+def repartition_source(config: dict) -> str | None:
+    """The old layout's AOF being re-partitioned, when there is one."""
+    source = aof_root(config) + REPARTITION_SUFFIX
+    return source if os.path.isdir(source) else None
+
+
+def old_layout_logs(root: str, appendfilename: str) -> dict[int, tuple[str, Manifest]]:
+    """The shard AOFs under root that belong to one layout (that of shard 0, else of the
+    lowest shard there), by shard."""
+    found: dict[int, tuple[str, Manifest]] = {}
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return {}
+    for name in names:
+        path = os.path.join(root, name, manifest_name(appendfilename))
+        if name.isdigit() and os.path.exists(path):
+            found[int(name)] = (os.path.join(root, name), Manifest.read(path))
+    if not found:
+        return {}
+    shards = layout_shards(found[min(found)][1].layout)
+    if shards is None:
+        return found
+    return {shard: log_ for shard, log_ in found.items()
+            if shard < shards and layout_shards(log_[1].layout) == shards}
+
+
+def layout_count(root: str, appendfilename: str) -> int | None:
+    """How many shards wrote the AOF under root (None: no shard AOF, or no layout line)."""
+    logs = old_layout_logs(root, appendfilename)
+    return layout_shards(logs[min(logs)][1].layout) if logs else None
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def prepare_layout(config: dict, shards: int) -> None:
+    """Run by the supervisor before it forks the workers: when appendonly is yes and the AOF
+    in appenddirname was written by another worker count, move it aside for the workers to
+    re-partition; finish what an interrupted re-partition left (undo it when the count is
+    the old one again)."""
+    if not config.get("appendonly"):
+        return
+    root = aof_root(config)
+    source, done = root + REPARTITION_SUFFIX, root + REPARTITION_DONE_SUFFIX
+    if os.path.isdir(done):
+        shutil.rmtree(done)
+    name = config["appendfilename"]
+    if os.path.isdir(source):
+        old = layout_count(source, name)
+        shutil.rmtree(root, ignore_errors=True)       # the new layout's unfinished files
+        if old == shards:
+            os.rename(source, root)
+            fsync_dir(config["dir"])
+            log.log("warning", f"An interrupted re-partition of the AOF is undone: {shards} workers again, "
+                               f"the AOF of {shards} shards is back in {root}")
+            return
+        os.makedirs(root)
+        fsync_dir(config["dir"])
+        log.log("warning", f"Resuming the interrupted re-partition of the AOF of {old} shards ({source}) "
+                           f"into {shards} shards")
+        return
+    old = layout_count(root, name)
+    if old is None or old == shards:
+        return
+    os.rename(root, source)
+    fsync_dir(config["dir"])
+    os.makedirs(root)
+    fsync_dir(config["dir"])
+    log.log("notice", f"The AOF was written by {old} shards and the server starts {shards} workers: "
+                      f"re-partitioning it ({root} moved to {source} until every worker has written its new AOF)")
+
+
+def commit_repartition(config: dict) -> None:
+    """Every worker wrote its new AOF: the old layout's files go (the rename is the commit)."""
+    root = aof_root(config)
+    try:
+        os.rename(root + REPARTITION_SUFFIX, root + REPARTITION_DONE_SUFFIX)
+    except FileNotFoundError:
+        return                           # another worker committed
+    fsync_dir(config["dir"])
+    log.log("notice", "Re-partition of the AOF complete: every worker wrote its new AOF; the old files are removed")
+    shutil.rmtree(root + REPARTITION_DONE_SUFFIX, ignore_errors=True)
 
 
 # -- replaying commands -----------------------------------------------------------------------
@@ -347,11 +742,37 @@ class Replay:
         self.lookup = table.get
         self.queue: list[list[bytes]] | None = None     # inside MULTI: the queued commands
         self.commands = 0
+        self.drop: set[bytes] = set()       # cross-shard units whose records are skipped
+        self.dropping = False
+        self.command = self.run             # what runs the next command (walk_resp's sink)
 
     def reset_client(self) -> None:
         """Each file is read by a new fake client: db 0, no MULTI."""
         self.ctx.db = self.dbs[0]
         self.queue = None
+        self.dropping = False
+        self.command = self.run
+
+    def note(self, line: bytes) -> None:
+        """An annotation: a unit to drop makes the MULTI … EXEC after it skipped."""
+        if not self.drop:
+            return
+        note = parse_unit_note(line)
+        if note is not None and note.grouped and note.uid in self.drop:
+            self.dropping = True
+            self.command = self.skip_group
+
+    def skip_group(self, argv: list[bytes]) -> None:
+        """A dropped unit's records: only SELECT runs (later records rely on it)."""
+        if not self.dropping:
+            self.run(argv)
+            return
+        name = argv[0].lower()
+        if name == b"exec":
+            self.dropping = False
+            self.command = self.run
+        elif name == b"select":
+            self.run(argv)
 
     def spec_of(self, argv: list[bytes]):
         name = argv[0]
@@ -426,31 +847,11 @@ class SlowPath(Exception):
     MULTI, a malformed record, annotations): load again record by record."""
 
 
-def replay_fast(replay: Replay, stream: BinaryIO) -> None:
-    """Run every command of a stream (positioned after any RDB part) through hiredis."""
-    reader = hiredis.Reader()
-    run = replay.run
-    while True:
-        chunk = stream.read(READ_CHUNK)
-        if not chunk:
-            break
-        reader.feed(chunk)
-        while True:
-            try:
-                argv = reader.gets()
-            except hiredis.ProtocolError:
-                raise SlowPath from None
-            if argv is False:
-                break
-            if type(argv) is not list or not argv:
-                raise SlowPath
-            try:
-                run(argv)
-            except ReplayError:
-                raise
-            except Exception:
-                raise SlowPath from None
-    if reader.has_data() or replay.queue is not None:
+def replay_fast(replay: Replay, view, start: int) -> None:
+    """Run every command of a file's RESP part (from start, after any RDB part) through
+    hiredis; SlowPath when the file does not end at a record and transaction boundary."""
+    walk_resp(view, start, len(view), replay)
+    if replay.queue is not None or replay.dropping:
         raise SlowPath
 
 
@@ -586,7 +987,17 @@ def _block(aof, db, argv, reply):
     return records if records is not None else [inner]
 
 
+def _stream_effects(aof, db, argv, reply):
+    """Stream commands: what the handler said it did (XADD with the ID it got and an exact
+    trim bound, XREADGROUP/XCLAIM/XAUTOCLAIM as XCLAIM … FORCE and XGROUP SETID/CREATECONSUMER,
+    as Valkey propagates them); None: the command as it came."""
+    from ..worker import t_stream
+    return t_stream.take_effects()
+
+
 REWRITES: dict[str, Rewrite] = {
+    "xadd": _stream_effects, "xtrim": _stream_effects, "xreadgroup": _stream_effects,
+    "xclaim": _stream_effects, "xautoclaim": _stream_effects,
     "set": _set,
     "setex": _final_state, "psetex": _final_state, "getex": _getex,
     "incrbyfloat": _final_state, "restore": _final_state, "__restore": _final_state,
@@ -763,6 +1174,8 @@ class Aof:
         self.tx_start = 0
         self.tx_records = 0
         self.tx_multi_written = False
+        self.unit: bytes | None = None     # the current frame's cross-shard unit note (grouped 1)
+        self.unsettled = False             # unit parts logged since the last settled note
         # sizes and sync state
         self.size = 0                     # base + incr files, as aof_current_size
         self.base_size = 0                # aof_current_size after the last rewrite (or load)
@@ -809,6 +1222,7 @@ class Aof:
         self.end_transaction()
         self.buf.clear()
         self.unwritten = False
+        self.unsettled = False
 
     # -- the hot path ---------------------------------------------------------------------------
     def make_logged_call(self) -> Callable[[Any, list[bytes]], bytes]:
@@ -915,16 +1329,41 @@ class Aof:
         self.unwritten = True
 
     def end_transaction(self) -> None:
-        """The end of a transaction's frame: its records become one MULTI … EXEC."""
+        """The end of a transaction's frame: its records become one MULTI … EXEC (behind the
+        unit's note when the frame is part of a cross-shard unit)."""
+        unit = self.unit
+        if unit is not None:
+            self.unit = None
+            self.unsettled = True
+            if not self.tx_open:          # no records here: the note alone says we got here
+                self.buf.append(unit[:-4] + b" 0\r\n")
+                self.unwritten = True
+                return
         if not self.tx_open:
             return
         self.tx_open = False
         if self.tx_multi_written:
             self.buf.append(EXEC_RECORD)
+        elif unit is not None:
+            self.buf.insert(self.tx_start, unit + MULTI_RECORD)
+            self.buf.append(EXEC_RECORD)
         elif self.tx_records > 1:
             self.buf.insert(self.tx_start, MULTI_RECORD)
             self.buf.append(EXEC_RECORD)
         self.unwritten = bool(self.buf)
+
+    def begin_unit(self, uid: bytes, kind: bytes, participants: bytes) -> None:
+        """This frame is part of a cross-shard unit (the coordinator's __aofunit)."""
+        if self.state != OFF:
+            self.unit = unit_note(uid, kind, participants, True)
+
+    def settle(self) -> None:
+        """The coordinator released this shard: every unit part logged so far is whole on
+        every shard, and no later load needs to check it."""
+        if self.unsettled:
+            self.unsettled = False
+            if self.state != OFF:
+                self.buf.append(SETTLED_NOTE)
 
     # -- writing and fsyncing ---------------------------------------------------------------------
     def write_out(self) -> None:
@@ -932,7 +1371,7 @@ class Aof:
         buf = self.buf
         if self.tx_open and not self.tx_multi_written:
             # Written mid-transaction (not expected): open the MULTI now, EXEC follows.
-            buf.insert(self.tx_start, MULTI_RECORD)
+            buf.insert(self.tx_start, MULTI_RECORD if self.unit is None else self.unit + MULTI_RECORD)
             self.tx_multi_written = True
         self.tx_start = 0
         if not buf or self.fd < 0:
@@ -1030,8 +1469,8 @@ class Aof:
                 and self.written_at_fsync != self.size and not self.fsync_suspended()
                 and time.monotonic() - self.last_fsync >= FSYNC_INTERVAL and not self.fsync_busy()):
             self.background_fsync()
-        if self.busy():
-            return
+        if self.busy() or self.worker.held_by is not None or self.unsettled:
+            return          # a rewrite waits until no unit part needs its note in the incr files
         if self.state == WAIT_REWRITE or self.scheduled:
             if time.monotonic() >= self.retry_at:
                 self.rewrite_background()
@@ -1136,18 +1575,28 @@ class Aof:
     # -- starting --------------------------------------------------------------------------------
     def load_data(self) -> None:
         """At start: the AOF when appendonly is yes and this shard has one (else its RDB, then
-        a new AOF beginning with a base of what was loaded); the RDB when appendonly is no."""
+        a new AOF beginning with a base of what was loaded); the RDB when appendonly is no.
+        When the supervisor moved an AOF of another worker count aside (prepare_layout), every
+        old shard's AOF is loaded keeping our slots, and we serve once every worker has
+        written its new AOF."""
         from ..worker.persistence import LoadError
         if not self.config.get("appendonly"):
             self.worker.persistence.load()
             return
         manifest_path = self.path(manifest_name(self.name))
         try:
-            if os.path.exists(manifest_path):
+            source = repartition_source(self.config)
+            if source is not None:
+                self.load_repartition(source)
+            elif os.path.exists(manifest_path):
                 manifest = self.read_manifest(manifest_path)
                 self.check_layout(manifest)
-                self.load_manifest(manifest, self.dir)
+                logs = ShardLogs(self.layout_logs(manifest))
+                drops, had_units = logs.drops(self.worker.shard)
+                self.load_manifest(manifest, self.dir, drop=drops)
                 self.open_after_load(manifest)
+                if had_units:
+                    self.record_resolution(drops)
             else:
                 self.check_other_layouts()
                 foreign = self.foreign_source()
@@ -1175,9 +1624,8 @@ class Aof:
         if manifest.layout is not None and manifest.layout != self.layout():
             raise LoadError(
                 f"the AOF in {self.dir} was written by a server with another shard layout "
-                f"({manifest.layout}; this worker is {self.layout()}): start with the same "
-                "worker-processes, or restart from an RDB snapshot (re-partitioning an AOF is "
-                "not supported)")
+                f"({manifest.layout}; this worker is {self.layout()}), and the supervisor did not "
+                "re-partition it (see the log above)")
 
     def check_other_layouts(self) -> None:
         """No AOF of our own, but shards of another layout left theirs: stop, not lose data."""
@@ -1189,6 +1637,33 @@ class Aof:
             layout = self.read_manifest(path).layout or ""
             if f"shards={self.worker.n_shards} " not in layout + " ":
                 self.check_layout(Manifest(layout=layout))
+
+    def layout_logs(self, own: Manifest) -> dict[int, tuple[str, Manifest]]:
+        """Every shard's AOF of our layout (ours as just read), for checking units."""
+        logs = {self.worker.shard: (self.dir, own)}
+        for shard in range(self.worker.n_shards):
+            if shard != self.worker.shard:
+                directory = shard_dir(self.config, shard)
+                try:
+                    logs[shard] = (directory, Manifest.read(os.path.join(directory, manifest_name(self.name))))
+                except (OSError, ManifestError):
+                    pass
+        return logs
+
+    def record_resolution(self, drops: set[bytes]) -> None:
+        """The units of our log's tail are decided: the dropped ones go in the manifest (later
+        loads drop them again), and a settled note ends the tail, so no later load decides
+        again from files that may have changed by then."""
+        new = drops - self.manifest.dropped
+        if new:
+            manifest = self.manifest.copy()
+            manifest.dropped |= new
+            self.persist_manifest(manifest)
+            log.log("warning", f"Dropped {len(new)} cross-shard operation(s) at the tail of the AOF: their parts "
+                               "did not all reach the other shards' AOF (a crash in the middle of them)")
+        self.buf.append(SETTLED_NOTE)
+        self.write_out()
+        os.fsync(self.fd)
 
     def foreign_source(self) -> tuple[Manifest, str] | None:
         """An AOF that no shard wrote: Valkey's own (a manifest directly in appenddirname) or
@@ -1202,18 +1677,107 @@ class Aof:
             return Manifest(incrs=[AofFile(self.name, 1, "i")]), self.config["dir"]
         return None
 
-    def load_foreign(self, manifest: Manifest, directory: str) -> None:
-        """Every key of a foreign AOF, then only those of our slots are kept."""
-        self.load_manifest(manifest, directory, may_truncate=False)
+    def load_foreign(self, manifest: Manifest, directory: str, drop: set[bytes] = frozenset(),
+                     may_truncate: bool = False) -> None:
+        """Every key of an AOF that is not ours (Valkey's, or an old layout's shard), of which
+        the keys of our slots are kept. It is loaded on its own, then those keys are moved in:
+        its FLUSHALLs and SWAPDBs must not touch what other files gave us."""
         low, high = self.config["__slot_range__"]
-        dropped = 0
-        for db in self.worker.dbs:
-            for slot in [s for s in db.data if not low <= s <= high]:
-                for key in list(db.data[slot]):
-                    db.delete(key, slot)
-                    dropped += 1
-        log.log("notice", f"Loaded the AOF in {directory}; kept the keys of slots {low}-{high} "
+        kept, dropped = self.load_filtered(
+            lambda: self.load_manifest(manifest, directory, may_truncate=may_truncate, drop=drop, cut=False))
+        log.log("notice", f"Loaded the AOF in {directory}; kept the {kept} keys of slots {low}-{high} "
                           f"({dropped} keys of other shards dropped)")
+
+    def load_filtered(self, load: Callable[[], None]) -> tuple[int, int]:
+        """Run a load into empty dbs, then move the keys of our slots (with their expiry)
+        into ours; how many were kept and dropped."""
+        from ..worker.keyspace import Db
+        worker = self.worker
+        dbs = worker.dbs                 # the list the worker and its ctx share
+        own = list(dbs)
+        dbs[:] = [Db(i, worker.dirty, worker.ready) for i in range(len(own))]
+        try:
+            load()
+        finally:
+            loaded = list(dbs)
+            dbs[:] = own
+            worker.ctx.db = own[0]
+        low, high = self.config["__slot_range__"]
+        kept = dropped = 0
+        for source, target in zip(loaded, own):
+            for slot, keys in source.data.items():
+                if not low <= slot <= high:
+                    dropped += len(keys)
+                    continue
+                expires = source.expires.get(slot) or {}
+                for key, value in keys.items():
+                    target.store_expiring(key, slot, value, expires.get(key))
+                kept += len(keys)
+            source.flush()
+        return kept, dropped
+
+    def load_repartition(self, source: str) -> None:
+        """Our slots out of every shard's AOF of the old layout (moved aside to `source`),
+        each shard's tail units decided among the old shards; then our own new AOF; then we
+        wait until every worker has written its own, and the first to see that commits."""
+        from ..worker.persistence import LoadError
+        old = old_layout_logs(source, self.name)
+        if not old:
+            raise LoadError(f"{source} (an AOF being re-partitioned) has no shard AOF in it")
+        shards = layout_shards(next(iter(old.values()))[1].layout) or len(old)
+        log.log("notice", f"Re-partitioning the AOF of {shards} shards in {source}: loading the keys of "
+                          f"slots {self.config['__slot_range__'][0]}-{self.config['__slot_range__'][1]}")
+        logs = ShardLogs(old)
+        self.worker.persistence.loading = True
+        try:
+            for shard in range(shards):
+                if shard in old:
+                    directory, manifest = old[shard]
+                    drops, _ = logs.drops(shard)
+                    self.load_foreign(manifest, directory, drop=drops, may_truncate=True)
+                    continue
+                # That shard never had an AOF (appendonly turned on while it could not
+                # rewrite): its snapshot, if any, is what it had.
+                dump = os.path.join(self.config["dir"], files.shard_file_name(self.config["dbfilename"], shard))
+                if not os.path.exists(dump):
+                    raise LoadError(f"shard {shard} of the old layout has no AOF in {source} and no {dump}")
+                low, high = self.config["__slot_range__"]
+                log.log("warning", f"Shard {shard} of the old layout has no AOF: loading {dump}")
+                self.worker.persistence.load_file(dump, True, low, high, self.worker.dbs)
+            self.create_fresh()
+            self.await_commit(source)
+        finally:
+            self.worker.persistence.loading = False
+
+    def await_commit(self, source: str) -> None:
+        """Serve -LOADING until every worker of our layout has written its new AOF; whoever
+        sees that first commits the re-partition (the old files go)."""
+        from ..slots import slot_ranges
+        shards = self.worker.n_shards
+        ranges = slot_ranges(shards)
+        root = os.path.join(self.config["dir"], self.config["appenddirname"])
+        parent = os.getppid()
+        waiting_since = time.monotonic()
+        while os.path.exists(source):
+            written = 0
+            for shard in range(shards):
+                try:
+                    layout = Manifest.read(os.path.join(root, str(shard), manifest_name(self.name))).layout
+                except (OSError, ManifestError):
+                    break
+                if layout != layout_of(shard, shards, ranges[shard]):
+                    break
+                written += 1
+            if written == shards:
+                commit_repartition(self.config)
+                break
+            if not self.worker.running or os.getppid() != parent:
+                return                     # stopping: the old layout stays the one to load
+            if time.monotonic() - waiting_since > 1.0:
+                waiting_since = time.monotonic()
+                log.log("verbose", f"Waiting for the other workers' AOF ({written} of {shards} written)")
+            self.worker.serve_loading()
+            time.sleep(0.005)
 
     def create_fresh(self) -> None:
         """A new AOF for this shard: a base of the data now in memory, an empty incr."""
@@ -1260,9 +1824,12 @@ class Aof:
         self.written_at_fsync = self.size
 
     # -- loading -----------------------------------------------------------------------------------
-    def load_manifest(self, manifest: Manifest, directory: str, may_truncate: bool = True) -> None:
-        """Replay the base and incr files; a torn tail of the last one is handled per
-        aof-load-truncated. Raises LoadError when the data cannot be loaded whole."""
+    def load_manifest(self, manifest: Manifest, directory: str, may_truncate: bool = True,
+                      drop: set[bytes] = frozenset(), cut: bool = True) -> None:
+        """Replay the base and incr files, skipping the records of the cross-shard units in
+        `drop`; a torn tail of the last one is handled per aof-load-truncated (and cut off the
+        file unless `cut` is False: files others may be reading). Raises LoadError when the
+        data cannot be loaded whole."""
         from ..worker import keyspace
         from ..worker.persistence import LoadError
         items = manifest.files()
@@ -1275,16 +1842,18 @@ class Aof:
         # for the commands after it (which ran when it was alive); it goes once loading ends.
         keyspace.now_ms = 0
         replay = Replay(self.worker.ctx)
+        replay.drop = set(drop)
         try:
             try:
-                self.replay_files(replay, items, directory, fast=True, may_truncate=may_truncate)
+                self.replay_files(replay, items, directory, True, may_truncate, cut)
             except SlowPath:
                 log.log("notice", "The AOF needs a record-by-record load (a torn tail, an unfinished "
                                   "MULTI, annotations or a malformed record): loading it again")
                 for db in self.worker.dbs:
                     db.flush()
                 replay = Replay(self.worker.ctx)
-                self.replay_files(replay, items, directory, fast=False, may_truncate=may_truncate)
+                replay.drop = set(drop)
+                self.replay_files(replay, items, directory, False, may_truncate, cut)
         except ReplayError as exc:
             raise LoadError(f"{exc} reading the append only file in {directory}") from None
         finally:
@@ -1296,7 +1865,7 @@ class Aof:
                           f"({replay.commands} commands, {keys} keys)")
 
     def replay_files(self, replay: Replay, items: list[AofFile], directory: str, fast: bool,
-                     may_truncate: bool) -> None:
+                     may_truncate: bool, cut: bool) -> None:
         from ..worker.persistence import LoadError
         for n, item in enumerate(items):
             path = os.path.join(directory, item.name)
@@ -1307,21 +1876,22 @@ class Aof:
             rdb_end = self.load_rdb_part(path)
             if item.kind == "b" and rdb_end:
                 log.log("notice", f"Reading RDB base file on AOF loading... ({item.name})")
-            if fast:
-                with open(path, "rb") as stream:
-                    stream.seek(rdb_end)
-                    replay_fast(replay, stream)
-                continue
             view = map_file(path)
             try:
+                if fast:
+                    replay_fast(replay, view, rdb_end)
+                    continue
                 check = check_resp(view, rdb_end, len(view))
                 if check.error and not check.truncated:
                     raise LoadError(f"Bad file format reading the append only file {item.name} ({check.error}): "
                                     f"make a backup of your AOF file, then use shardd-check-aof --fix "
                                     f"<filename.manifest>")
-                for argv, start, _end in scan_records(view, rdb_end, check.ok_up_to):
+                for argv, start, end in scan_records(view, rdb_end, check.ok_up_to, notes=True):
+                    if argv is None:
+                        replay.note(bytes(view[start:end]))
+                        continue
                     try:
-                        replay.run(argv)
+                        replay.command(argv)
                     except ReplayError:
                         raise
                     except Exception as exc:
@@ -1331,11 +1901,11 @@ class Aof:
                     view.close()
             if check.valid:
                 continue
-            self.torn_tail(item.name, path, check, last and may_truncate)
+            self.torn_tail(item.name, path, check, last and may_truncate, cut)
 
-    def torn_tail(self, name: str, path: str, check: TailCheck, may_truncate: bool) -> None:
+    def torn_tail(self, name: str, path: str, check: TailCheck, may_truncate: bool, cut: bool = True) -> None:
         """A file ending mid-record or mid-MULTI: cut it back (aof-load-truncated yes, last
-        file only), or stop the start."""
+        file only; with `cut` False the file stays as it is), or stop the start."""
         from ..worker.persistence import LoadError
         if check.error.endswith("Reached EOF before reading EXEC for MULTI"):
             log.log("warning", f"Revert incomplete MULTI/EXEC transaction in AOF file {name}")
@@ -1348,6 +1918,10 @@ class Aof:
                             "2) Alternatively you can set the 'aof-load-truncated' configuration option to yes "
                             "and restart the server.")
         log.log("warning", f"!!! Warning: short read while loading the AOF file {name}!!!")
+        if not cut:
+            log.log("warning", f"AOF {name} loaded up to offset {check.ok_up_to} because aof-load-truncated "
+                               "is enabled (the file is left as it is)")
+            return
         log.log("warning", f"!!! Truncating the AOF {name} at offset {check.ok_up_to} !!!")
         os.truncate(path, check.ok_up_to)
         log.log("warning", f"AOF {name} loaded anyway because aof-load-truncated is enabled")
@@ -1489,6 +2063,7 @@ class Aof:
         else:
             manifest.incrs = []
         manifest.history = []
+        manifest.dropped = set()          # the files holding dropped units are gone
         self.persist_manifest(manifest)
         keep = {f.name for f in manifest.files()}
         self.delete_files([f for f in old.files() + old.history if f.name not in keep])
@@ -1610,3 +2185,14 @@ def _aof(ctx) -> Aof:
 @commands.internal_command("__bgrewriteaof", 1)
 def bgrewriteaof(ctx, argv: list[bytes]) -> bytes:
     return _aof(ctx).bgrewrite()
+
+
+@commands.internal_command("__aofunit", 4)
+def aofunit(ctx, argv: list[bytes]) -> bytes:
+    """__aofunit <id> c|p <participants>: this frame's records are a part of a cross-shard
+    unit (sent first in the frame by the coordinator while appendonly is on)."""
+    uid, kind, participants = argv[1], argv[2], argv[3]
+    if kind not in (COMMIT, ROUND) or not uid.isalnum() or not all(p.isdigit() for p in participants.split(b",")):
+        raise errors.CommandError("ERR syntax error")
+    _aof(ctx).begin_unit(uid, kind, participants)
+    return resp.OK

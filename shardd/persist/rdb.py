@@ -5,14 +5,15 @@ Writing (`RdbWriter`, `dump_value`) produces what Redis 7.0 writes at RDB versio
 version Redis 7.0, Redis 7.2 and Valkey 8 all load — choosing each value's compact encoding
 from its OBJECT ENCODING in shardd: lists as quicklist-2 nodes of listpacks (split as
 Valkey's quicklist splits them), listpack or plain hashes, intset or plain sets (a listpack
-set is plain below version 11), listpack or skiplist ("zset-2") sorted sets. Strings are
-integer-encoded or LZF-compressed exactly as rdbSaveRawString does.
+set is plain below version 11), listpack or skiplist ("zset-2") sorted sets, streams as
+listpacks-2 (at the end of this module). Strings are integer-encoded or LZF-compressed exactly
+as rdbSaveRawString does.
 
 Reading (`load`, `restore_value`) takes every type and encoding that Redis 2.x to 7.2 and
 Valkey 8 write (RDB versions 1 to 11) and rebuilds shardd's value classes with the encoding
-Valkey would end up with under the given config (rdbLoadObject's conversions). Streams and
-module values are refused with a message naming them (EXTRA_READERS is the hook for the
-stream type); functions are kept as their library code; AUX fields as a dict.
+Valkey would end up with under the given config (rdbLoadObject's conversions), streams of
+the three stream types; module values are refused with a message naming them; functions are
+kept as their library code; AUX fields as a dict.
 
 The reader is streaming: it parses records out of a buffered window of the input, and when a
 record runs past the window it reads more and parses that record again from its start, so
@@ -1411,3 +1412,235 @@ def load(stream: BinaryIO, config: Mapping[str, Any] | Limits | None = None,
          verify_checksum: bool = True) -> RdbReader:
     """An RdbReader over stream (the header is checked now; iterate it for the keys)."""
     return RdbReader(stream, config, verify_checksum)
+
+
+# ===============================================================================================
+# Streams: RDB_TYPE_STREAM_LISTPACKS (15, Redis 5-6.2), _2 (19, Redis 7.0, RDB 10) and _3
+# (21, Redis 7.2 / Valkey, RDB 11: consumers' active time), as rdbSaveObject/rdbLoadObject.
+# Each node is one listpack: a master entry (count, deleted, fields, 0) then entries of flags,
+# ID deltas from the node's key, fields (unless the same as the master's), values and a count
+# of their parts. We write only live entries (a node keeps its key even when none is left);
+# we read tombstones as counts.
+# ===============================================================================================
+
+from ..worker.t_stream import (MAX_ID, UINT64_MAX, Consumer, Group, Nack, Node, Stream,  # noqa: E402
+                               lp_int_size)
+
+_STREAM_ID = struct.Struct(">QQ")
+_FLAG_DELETED = 1
+_FLAG_SAMEFIELDS = 2
+
+
+def _int64(v: int) -> int:
+    v &= UINT64_MAX
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _stream_listpack(node: Node) -> bytes:
+    """The listpack of a node's live entries, as streamAppendItem lays them out."""
+    master_ms, master_seq = node.master
+    fields = node.fields
+    nfields = len(fields)
+    entries = [_lp_int(len(node.ms)), _lp_int(0), _lp_int(nfields), *map(lp_entry, fields), _lp_int(0)]
+    add = entries.append
+    for (ms, seq), pairs in node.pairs():
+        same = len(pairs) == 2 * nfields and tuple(pairs[0::2]) == fields
+        add(_lp_int(_FLAG_SAMEFIELDS if same else 0))
+        add(_lp_int(_int64(ms - master_ms)))
+        add(_lp_int(_int64(seq - master_seq)))
+        if same:
+            entries.extend(map(lp_entry, pairs[1::2]))
+            add(_lp_int(nfields + 3))
+        else:
+            n = len(pairs) // 2
+            add(_lp_int(n))
+            entries.extend(map(lp_entry, pairs))
+            add(_lp_int(2 * n + 4))
+    return listpack(entries, len(entries))
+
+
+def _ms_time(t: int) -> bytes:
+    """rdbSaveMillisecondTime: 8 bytes, little-endian, signed."""
+    return t.to_bytes(8, "little", signed=True)
+
+
+def write_stream(s: Stream, encoder: Encoder) -> int:
+    """A stream's payload (RDB_TYPE_STREAM_LISTPACKS_2 below version 11, else _3)."""
+    out, compress = encoder.out, encoder.compress
+    v3 = encoder.version >= 11
+    nodes = s.nodes        # with any emptied by a trim: Valkey keeps those until trimmed whole
+    out += encode_length(len(nodes))
+    for node in nodes:
+        out += encode_string(_STREAM_ID.pack(*node.master), compress)
+        out += encode_string(_stream_listpack(node), compress)
+        encoder._maybe_flush()
+    out += encode_length(s.length)
+    for part in (*s.last_id, *s.first_id, *s.max_deleted):
+        out += encode_length(part)
+    out += encode_length(s.entries_added)
+    groups = sorted(s.groups.items()) if s.groups else []
+    out += encode_length(len(groups))
+    for name, group in groups:
+        out += encode_string(name, compress)
+        out += encode_length(group.last_id[0])
+        out += encode_length(group.last_id[1])
+        out += encode_length(group.entries_read & UINT64_MAX)
+        out += encode_length(len(group.pel))
+        for i, (sid, nack) in enumerate(group.pel.items()):
+            out += _STREAM_ID.pack(*sid)
+            out += _ms_time(nack.time)
+            out += encode_length(nack.count)
+            if not i & 1023:
+                encoder._maybe_flush()
+        consumers = sorted(group.consumers.items())
+        out += encode_length(len(consumers))
+        for cname, consumer in consumers:
+            out += encode_string(cname, compress)
+            out += _ms_time(consumer.seen)
+            if v3:
+                out += _ms_time(consumer.active)
+            out += encode_length(len(consumer.pel))
+            for sid in consumer.pel:
+                out += _STREAM_ID.pack(*sid)
+            encoder._maybe_flush()
+    return TYPE_STREAM_LISTPACKS_3 if v3 else TYPE_STREAM_LISTPACKS_2
+
+
+def _stream_node(master: tuple[int, int], items: list, lp_size: int, pos: int) -> Node:
+    """A node from its decoded listpack: live entries kept, tombstones counted."""
+    try:
+        count, deleted, nfields = items[0], items[1], items[2]
+        fields = tuple(_strings(items[3:3 + nfields]))
+        if len(fields) != nfields or items[3 + nfields] != 0:
+            raise Corrupt("stream listpack with a bad master entry", pos)
+        node = Node(master, fields, 0)
+        master_ms, master_seq = master
+        p = 4 + nfields
+        last = master
+        for _ in range(count + deleted):
+            flags, ms_delta, seq_delta = items[p], items[p + 1], items[p + 2]
+            p += 3
+            if flags & _FLAG_SAMEFIELDS:
+                values = _strings(items[p:p + nfields])
+                p += nfields
+                pairs = [x for pair in zip(fields, values) for x in pair]
+                parts = nfields + 3
+            else:
+                n = items[p]
+                pairs = _strings(items[p + 1:p + 1 + 2 * n])
+                p += 1 + 2 * n
+                parts = 2 * n + 4
+            if p >= len(items) or items[p] != parts:
+                raise Corrupt("stream listpack entry with a bad size", pos)
+            p += 1
+            last = ((master_ms + ms_delta) & UINT64_MAX, (master_seq + seq_delta) & UINT64_MAX)
+            if flags & _FLAG_DELETED:
+                node.deleted += 1
+            else:
+                node.load(last, pairs)
+        if p != len(items) or len(node.ms) != count:
+            raise Corrupt("stream listpack with bad counts", pos)
+    except (IndexError, TypeError):
+        raise Corrupt("malformed stream listpack", pos) from None
+    node.last = last
+    node.lp_body = lp_size - lp_int_size(count) - lp_int_size(deleted)
+    return node
+
+
+def _read_raw(buf: bytes, pos: int, n: int) -> tuple[bytes, int]:
+    end = pos + n
+    if end > len(buf):
+        raise ShortInput
+    return buf[pos:end], end
+
+
+def read_stream(buf: bytes, pos: int, limits: Limits, rdbtype: int) -> tuple[Stream, int]:
+    s = Stream()
+    n_nodes, pos = read_length(buf, pos)
+    for _ in range(n_nodes):
+        key_pos = pos
+        key, pos = read_string(buf, pos)
+        if len(key) != 16:
+            raise Corrupt("stream node key is not the size of a stream ID", key_pos)
+        lp_pos = pos
+        lp, pos = read_string(buf, pos)
+        items = _decoded(lp, decode_listpack, "stream listpack", lp_pos)
+        if not items:
+            raise Corrupt("empty listpack inside a stream", lp_pos)
+        master = _STREAM_ID.unpack(key)
+        if s.keys and master <= s.keys[-1]:
+            raise Corrupt("stream nodes out of order", key_pos)
+        s.nodes.append(_stream_node(master, items, len(lp), lp_pos))
+        s.keys.append(master)
+    length_pos = pos
+    s.length, pos = read_length(buf, pos)
+    if s.length != sum(len(node.ms) for node in s.nodes):
+        raise Corrupt("stream length does not match its entries", length_pos)
+    last_ms, pos = read_length(buf, pos)
+    last_seq, pos = read_length(buf, pos)
+    s.last_id = (last_ms, last_seq)
+    if rdbtype >= TYPE_STREAM_LISTPACKS_2:
+        ids = []
+        for _ in range(5):
+            n, pos = read_length(buf, pos)
+            ids.append(n)
+        s.first_id, s.max_deleted, s.entries_added = (ids[0], ids[1]), (ids[2], ids[3]), ids[4]
+    else:
+        s.entries_added = s.length
+        s.first_id = s.first_live() or MAX_ID
+    n_groups, pos = read_length(buf, pos)
+    for _ in range(n_groups):
+        name_pos = pos
+        name, pos = read_string(buf, pos)
+        last_ms, pos = read_length(buf, pos)
+        last_seq, pos = read_length(buf, pos)
+        last = (last_ms, last_seq)
+        if rdbtype >= TYPE_STREAM_LISTPACKS_2:
+            entries_read, pos = read_length(buf, pos)
+            entries_read = _int64(entries_read)
+        else:
+            entries_read = s.distance(last)
+        group = Group(last, entries_read)
+        n_pel, pos = read_length(buf, pos)
+        pending = []
+        for _ in range(n_pel):
+            raw, pos = _read_raw(buf, pos, 24)
+            delivered, pos = read_length(buf, pos)
+            pending.append((_STREAM_ID.unpack_from(raw), Nack(int.from_bytes(raw[16:], "little", signed=True),
+                                                              delivered, None)))
+        group.pel.update(pending)
+        n_consumers, pos = read_length(buf, pos)
+        for _ in range(n_consumers):
+            cname, pos = read_string(buf, pos)
+            raw, pos = _read_raw(buf, pos, 8)
+            seen = int.from_bytes(raw, "little", signed=True)
+            active = seen
+            if rdbtype >= TYPE_STREAM_LISTPACKS_3:
+                raw, pos = _read_raw(buf, pos, 8)
+                active = int.from_bytes(raw, "little", signed=True)
+            consumer = Consumer(cname, seen, active)
+            n_owned, pos = read_length(buf, pos)
+            owned = []
+            for _ in range(n_owned):
+                raw, pos = _read_raw(buf, pos, 16)
+                sid = _STREAM_ID.unpack(raw)
+                nack = group.pel.get(sid)
+                if nack is None:
+                    raise Corrupt("consumer PEL entry not in its group's PEL", pos - 16)
+                nack.consumer = cname
+                owned.append((sid, nack))
+            consumer.pel.update(owned)
+            group.consumers[cname] = consumer
+        if any(nack.consumer is None for nack in group.pel.values()):
+            raise Corrupt("stream group PEL entry without a consumer", name_pos)
+        if s.groups is None:
+            s.groups = {}
+        if name in s.groups:
+            raise Corrupt("duplicated consumer group name", name_pos)
+        s.groups[name] = group
+    return s, pos
+
+
+EXTRA_WRITERS[Stream] = write_stream
+for _type in _STREAM_TYPES:
+    EXTRA_READERS[_type] = (lambda t: lambda buf, pos, limits: read_stream(buf, pos, limits, t))(_type)

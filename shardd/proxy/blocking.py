@@ -1,4 +1,5 @@
-"""Blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP).
+"""Blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP,
+and XREAD/XREADGROUP given BLOCK: without it they go the way of any other command).
 
 The proxy's half of worker/blocking.py. A blocked client's later commands wait (like during
 a cross-shard operation); the proxy keeps its timeout.
@@ -17,6 +18,7 @@ import asyncio
 from .. import commands, resp
 from ..commands import proxy_command
 from ..frames import BLOCKING, NO_REPLY
+from ..numbers import string2ll
 from ..slots import keyslot
 from ..worker.blocking import BLOCKED, SERVE, SERVED, parse_timeout
 from . import scratch
@@ -24,8 +26,10 @@ from .replies import decode_or_raise
 
 # The blocking commands and whether their timeout reply is a null array (else a null bulk).
 NULL_ARRAY_ON_TIMEOUT = {"blpop": True, "brpop": True, "blmpop": True, "bzpopmin": True,
-                         "bzpopmax": True, "bzmpop": True, "blmove": False, "brpoplpush": False}
+                         "bzpopmax": True, "bzmpop": True, "blmove": False, "brpoplpush": False,
+                         "xread": True, "xreadgroup": True}
 TIMEOUT_FIRST = frozenset(("blmpop", "bzmpop"))     # their timeout is argv[1], not the last
+STREAM_READS = frozenset(("xread", "xreadgroup"))   # they block only given BLOCK <milliseconds>
 
 
 class Waiting:
@@ -214,8 +218,52 @@ class UnblockAnswer:
 @proxy_command(*NULL_ARRAY_ON_TIMEOUT, route=commands.BLOCK)
 def blocking_command(conn, argv: list[bytes]) -> bytes | None:
     spec = commands.lookup_argv(argv)
-    timeout = parse_timeout(argv[1] if spec.name in TIMEOUT_FIRST else argv[-1])
+    if spec.name in STREAM_READS:
+        timeout = stream_block_timeout(argv)
+        if timeout is None:
+            return route_plainly(conn, spec, argv)
+    else:
+        timeout = parse_timeout(argv[1] if spec.name in TIMEOUT_FIRST else argv[-1])
     Waiting(conn, spec, argv, spec.keys(argv), timeout).start()
+    return None
+
+
+def stream_block_timeout(argv: list[bytes]) -> float | None:
+    """XREAD/XREADGROUP's BLOCK in seconds (0: forever); None when the call does not block,
+    or has arguments the worker will refuse (it answers the error in Valkey's order)."""
+    timeout = None
+    i, n = 1, len(argv)
+    while i < n:
+        opt = argv[i].lower()
+        more = n - i - 1
+        if opt == b"block" and more:
+            ms = string2ll(argv[i + 1])
+            if ms is None or ms < 0:
+                return None
+            timeout = ms / 1000
+            i += 2
+        elif opt == b"count" and more:
+            i += 2
+        elif opt == b"group" and more >= 2:
+            i += 3
+        elif opt == b"noack":
+            i += 1
+        else:
+            break           # STREAMS, or a syntax error
+    return timeout
+
+
+def route_plainly(conn, spec, argv: list[bytes]) -> None:
+    """A command of the BLOCK route that will not block: on to its worker like any other (or
+    the cross-shard fallback when its keys span workers), after this client's earlier ones."""
+    from .server import Entry
+    slot = conn.route_slot(spec, argv)
+    if slot < 0:            # answered (the fallback, or CROSSSLOT)
+        return None
+    conn.send_frames()
+    entry = Entry()
+    conn.out.append(entry)
+    conn.send_alone(conn.proxy.slotmap[slot], argv, slot, 0, entry)
     return None
 
 

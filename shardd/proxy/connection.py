@@ -1,7 +1,6 @@
 """Connection commands, answered by the proxy: PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET, CLIENT."""
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import time
 
@@ -17,6 +16,11 @@ from .server import REPLY_OFF, REPLY_SKIP, REPLY_SKIP_NEXT, proxy_query
 def ping(conn, argv: list[bytes]) -> bytes:
     if len(argv) > 2:
         return resp.error(errors.wrong_arity("ping"))
+    if conn.pubsub is not None:            # RESP2 subscribed mode answers ["pong", message]
+        from .pubsub import ping_reply
+        reply = ping_reply(conn, argv)
+        if reply is not None:
+            return reply
     return resp.PONG if len(argv) == 1 else resp.bulk(argv[1])
 
 
@@ -25,11 +29,9 @@ def echo(conn, argv: list[bytes]) -> bytes:
     return resp.bulk(argv[1])
 
 
-def check_password(conn, user: bytes, password: bytes) -> bool:
-    required = conn.proxy.config.values.get("requirepass") or ""
-    if user != b"default":
-        return False
-    return hmac.compare_digest(password, required.encode()) if required else True
+def check_password(conn, user: bytes, password: bytes, command: bytes = b"auth") -> bool:
+    """Log the client in as the ACL user (proxy/acl.py); False (and an ACL LOG entry) if refused."""
+    return conn.proxy.acl.authenticate(conn, user, password, command)
 
 
 @proxy_command("auth")
@@ -37,13 +39,11 @@ def auth(conn, argv: list[bytes]) -> bytes:
     if len(argv) > 3:
         return resp.error(errors.SYNTAX)
     user, password = (b"default", argv[1]) if len(argv) == 2 else (argv[1], argv[2])
-    if len(argv) == 2 and not conn.proxy.config.values.get("requirepass"):
+    if len(argv) == 2 and conn.proxy.acl.default_nopass():
         return resp.error("ERR AUTH <password> called without any password configured for the "
                           "default user. Are you sure your configuration is correct?")
-    if not check_password(conn, user, password):
+    if not check_password(conn, user, password, argv[0]):
         return resp.error(errors.WRONGPASS)
-    conn.authenticated = True
-    conn.user = user.decode("utf-8", "replace")
     return resp.OK
 
 
@@ -64,10 +64,8 @@ def hello(conn, argv: list[bytes]) -> bytes:
         opt = argv[i].upper()
         more = len(argv) - i - 1
         if opt == b"AUTH" and more >= 2:
-            if not check_password(conn, argv[i + 1], argv[i + 2]):
+            if not check_password(conn, argv[i + 1], argv[i + 2], argv[0]):
                 return resp.error(errors.WRONGPASS)
-            conn.authenticated = True
-            conn.user = argv[i + 1].decode("utf-8", "replace")
             i += 3
         elif opt == b"SETNAME" and more >= 1:
             name = argv[i + 1]
@@ -112,12 +110,13 @@ def reset(conn, argv: list[bytes]) -> bytes:
     conn.db = 0
     conn.proto = 2
     conn.name = b""
-    conn.user = "default"
+    conn.proxy.acl.greet(conn)          # the default user, authenticated if it needs no password
     conn.flags.discard("no-evict")
     conn.flags.discard("no-touch")
-    conn.authenticated = not conn.proxy.config.values.get("requirepass")
     from .transactions import end_transaction
     end_transaction(conn)
+    if conn.pubsub is not None:            # no subscriptions, tracking or MONITOR (pubsub.py)
+        conn.proxy.pubsub.forget(conn)
     return resp.status(b"RESET")
 
 
@@ -149,7 +148,9 @@ def client_info_line(conn) -> str:
         flags += "b"
     if conn.multi is not None:
         flags += "x"
-    flags = flags or "N"
+    from .pubsub import client_list_fields
+    front, tracking, sub, psub, ssub, redir = client_list_fields(conn)
+    flags = front + flags + tracking or "N"
     spec = commands.lookup_argv(conn.last_argv)
     cmd = spec.name if spec is not None else "NULL"
     qbuf = pending_query_bytes(conn)
@@ -158,11 +159,11 @@ def client_info_line(conn) -> str:
     events = "rw" if omem else "r"
     return (f"id={conn.id} addr={conn.addr} laddr={conn.laddr} fd={conn.fd} "
             f"name={conn.name.decode('utf-8', 'replace')} age={int(now - conn.created)} "
-            f"idle={int(now - conn.last_interaction)} flags={flags} db={conn.db} sub=0 psub=0 ssub=0 "
+            f"idle={int(now - conn.last_interaction)} flags={flags} db={conn.db} sub={sub} psub={psub} ssub={ssub} "
             f"multi={multi} watch=0 qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 "
             f"obl=0 oll={sum(1 for e in conn.out if e.data)} omem={omem} tot-mem={1024 + qbuf + omem} "
             f"events={events} cmd={cmd} "
-            f"user={conn.user} redir=-1 resp={conn.proto} "
+            f"user={conn.user} redir={redir} resp={conn.proto} "
             f"lib-name={conn.lib_name.decode('utf-8', 'replace')} lib-ver={conn.lib_ver.decode('utf-8', 'replace')}")
 
 
@@ -177,11 +178,14 @@ def is_local_address(peer) -> bool:
     return address.is_loopback
 
 
-def protected_mode_denies(values: dict, peer) -> bool:
+def protected_mode_denies(values: dict, peer, default_nopass: bool | None = None) -> bool:
     """protected-mode as Valkey 8 applies it on accept: protected mode on, no password for the
-    default user, and a client that is not local. (bind is not looked at: Valkey dropped that
-    condition in 6.0, its comment notwithstanding.)"""
-    return bool(values.get("protected-mode")) and not values.get("requirepass") and not is_local_address(peer)
+    default user (`default_nopass`, the ACL's; else from requirepass), and a client that is not
+    local. (bind is not looked at: Valkey dropped that condition in 6.0, its comment
+    notwithstanding.)"""
+    if default_nopass is None:
+        default_nopass = not values.get("requirepass")
+    return bool(values.get("protected-mode")) and default_nopass and not is_local_address(peer)
 
 
 @proxy_query("client_list")
@@ -393,7 +397,7 @@ def client_kill(conn, argv):
             if value.lower() not in CLIENT_TYPES:
                 return resp.error(f"ERR Unknown client type '{value.decode('utf-8', 'replace')}'")
         elif opt == b"USER":
-            if value != b"default":
+            if value.decode("utf-8", "surrogateescape") not in conn.proxy.acl.users.by_name:
                 return resp.error(f"ERR No such user '{value.decode('utf-8', 'replace')}'")
         elif opt == b"SKIPME":
             if value.lower() not in (b"yes", b"no"):

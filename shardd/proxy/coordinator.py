@@ -6,16 +6,23 @@ with HOLD: the worker runs them and then serves nothing but this hold until RELE
 every shard involved is held until all have answered, no other client sees half of the
 operation, on any shard; since every cross-shard operation holds the lock, they are ordered.
 Work on one shard never comes here.
+
+With appendonly on, each operation (or group of one-round operations sharing a frame) whose
+rounds may write is an AOF unit (persist/aof.py): its rounds start with `__aofunit <id> <kind>
+<workers>`, so each worker logs its part behind a note with the id; an operation of several
+rounds ends with a commit round (`c`, no other command) on every worker it wrote on, before
+its reply. A crash then leaves no half of it after a restart.
 """
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from .. import errors, log, resp
+from .. import commands, errors, log, resp
 from ..frames import HOLD, IN_HOLD, NO_REPLY, RELEASE
 from .fanout import Parts
 
@@ -26,6 +33,28 @@ Plan = Callable[["Hold"], Awaitable[bytes]]
 
 REPLY_TIMEOUT = 10.0
 TIMED_OUT = "ERR cross-shard operation timed out"
+# Internal commands of coordinated rounds that change no data (any other may write).
+READ_ONLY_INTERNAL = frozenset((b"__dump", b"__dumpttl", b"__dirty", b"__watch", b"__unwatch", b"__script_body",
+                                b"__function_code", b"__memory", b"__persistence", b"__ops", b"__tracking"))
+
+
+def may_write(argv: list[bytes]) -> bool:
+    """A round's command that may change data (and so be logged in the AOF)."""
+    spec = commands.lookup_argv(argv)
+    if spec is not None:
+        return "readonly" not in spec.flags
+    return argv[0].lower() not in READ_ONLY_INTERNAL
+
+
+class Ignored:
+    """The target of a reply nobody waits for (the __aofunit of a round)."""
+    __slots__ = ()
+
+    def fill(self, data: bytes) -> None:
+        pass
+
+
+IGNORED = Ignored()
 
 
 class ReplyFuture:
@@ -57,6 +86,16 @@ class Coordinator:
         self.queue: list[Waiting] = []
         self.leading = False
         self.next_hold = proxy.index + 1
+        # AOF unit ids: unique across proxies and restarts (the AOF outlives the process).
+        self.unit_prefix = os.urandom(6).hex().encode()
+        self.unit_numbers = itertools.count(1)
+
+    def new_unit_id(self) -> bytes:
+        return b"%s%x" % (self.unit_prefix, next(self.unit_numbers))
+
+    def logging(self) -> bool:
+        """appendonly is on: rounds that may write carry their unit."""
+        return bool(self.proxy.config.values.get("appendonly"))
 
     def new_hold_id(self) -> int:
         hold = self.next_hold
@@ -98,7 +137,8 @@ class Coordinator:
                 rounds.setdefault((waiting.conn.db, waiting.conn.proto), []).append(waiting)
             else:
                 steps.append(self.attempt(Hold(self, waiting.conn, hold_id, held), waiting))
-        jobs = [self.one_round(group, Hold(self, group[0].conn, hold_id, held)) for group in rounds.values()]
+        jobs = [self.one_round(group, Hold(self, group[0].conn, hold_id, held, one_round=True))
+                for group in rounds.values()]
         try:
             await asyncio.wait_for(asyncio.gather(*jobs, *steps), REPLY_TIMEOUT)
         except asyncio.TimeoutError:
@@ -126,7 +166,9 @@ class Coordinator:
 
     @staticmethod
     async def attempt(hold: "Hold", waiting: Waiting) -> None:
-        waiting.future.set_result(await Coordinator.outcome(hold, waiting))
+        reply = await Coordinator.outcome(hold, waiting)
+        await hold.commit()            # the AOF commit of its rounds, before the reply
+        waiting.future.set_result(reply)
 
     @staticmethod
     async def outcome(hold: "Hold", waiting: Waiting) -> bytes:
@@ -184,32 +226,85 @@ def release(proxy, held: set[int], hold_id: int) -> None:
 class Hold:
     """One operation's view of the hold it runs in (several share one in a group commit)."""
 
-    def __init__(self, coordinator: Coordinator, conn, hold_id: int, held: set[int]) -> None:
+    def __init__(self, coordinator: Coordinator, conn, hold_id: int, held: set[int],
+                 one_round: bool = False) -> None:
+        self.coordinator = coordinator
         self.proxy = coordinator.proxy
         self.conn = conn
         self.id = hold_id
         self.held = held
+        self.one_round = one_round       # its one run() is all it does (Parts)
+        self.unit: bytes | None = None   # its AOF unit id, once a round may write
+        self.wrote: set[int] = set()     # workers that ran a round that may write (to commit)
 
     async def run(self, parts: list[Part], db: int | None = None) -> list[bytes]:
         """Run sub-commands inside the hold (holding each worker on first use); the replies
         in the order of `parts`."""
         from .server import FrameBuilder
-        proxy, conn = self.proxy, self.conn
+        proxy = self.proxy
         builders: dict[int, FrameBuilder] = {}
+        note = self.unit_command(parts)
         futures = []
         for w, argv, slot in parts:
             b = builders.get(w)
             if b is None:
                 b = builders[w] = FrameBuilder(0, IN_HOLD if w in self.held else HOLD, self.id)
+                if note is not None:
+                    b.add_extra(note, slot)
+                    b.runs.append(1)
+                    b.targets.append(IGNORED)
             target = ReplyFuture(proxy.loop)
             b.add_extra(argv, slot)
             b.runs.append(1)
             b.targets.append(target)
             futures.append(target.future)
+        self.send(builders, db)
+        return list(await asyncio.gather(*futures))
+
+    def send(self, builders: dict, db: int | None) -> None:
+        proxy, conn = self.proxy, self.conn
         for w, b in builders.items():
             bid = proxy.take_batch_id()
             frame = b.build(None, bid, conn.id, conn.db if db is None else db, conn.proto)
             proxy.send_frame(w, bid, frame, conn, b.targets, control=True)
             self.held.add(w)
-        return list(await asyncio.gather(*futures))
+
+    def unit_command(self, parts: list[Part]) -> list[bytes] | None:
+        """The __aofunit that starts this round's frames, when the AOF is on and it may write:
+        a one-round operation's round is its commit (`c`), any other a round (`p`) of a unit
+        that commit() ends."""
+        if not self.coordinator.logging() or not any(may_write(argv) for _, argv, _ in parts):
+            return None
+        workers = sorted({w for w, _, _ in parts})
+        if self.one_round:
+            if len(workers) < 2:
+                return None              # one frame on one worker: whole by itself
+            kind = b"c"
+        else:
+            kind = b"p"
+            self.wrote.update(workers)
+        if self.unit is None:
+            self.unit = self.coordinator.new_unit_id()
+        return [b"__aofunit", self.unit, kind, b",".join(b"%d" % w for w in workers)]
+
+    async def commit(self) -> None:
+        """After the last round of an operation of several: every worker it wrote on logs
+        the unit's commit (before the operation's reply, so a crash keeps all or none)."""
+        if not self.wrote:
+            return
+        from .server import FrameBuilder
+        workers = sorted(self.wrote)
+        self.wrote = set()
+        note = [b"__aofunit", self.unit, b"c", b",".join(b"%d" % w for w in workers)]
+        builders = {}
+        futures = []
+        for w in workers:
+            b = builders[w] = FrameBuilder(0, IN_HOLD if w in self.held else HOLD, self.id)
+            target = ReplyFuture(self.proxy.loop)
+            b.add_extra(note, 0)
+            b.runs.append(1)
+            b.targets.append(target)
+            futures.append(target.future)
+        self.send(builders, None)
+        await asyncio.gather(*futures)
 

@@ -14,6 +14,8 @@ from typing import Awaitable, Callable, NamedTuple
 from .. import commands, errors, resp
 from ..commands import ALL, MULTI, cross_shard_command, proxy_command
 from ..slots import keyslot
+from ..worker import notify
+from ..worker.coordination import DELETED
 from .replies import decode_or_raise
 
 
@@ -279,8 +281,12 @@ def rename_across(conn, argv: list[bytes]) -> Steps:
         payload = await dump(hold, ws, src, ss)
         if payload is None:
             raise errors.CommandError(errors.NO_SUCH_KEY)
-        for r in await hold.run([(wd, [b"__restore", dst, payload], sd), (ws, [b"DEL", src], ss)]):
+        for r in await hold.run([(wd, [b"__restore", dst, payload], sd), (ws, [b"__restore", src, DELETED], ss)]):
             decode_or_raise(r)
+        events = notify.emitter_for(conn.proxy)
+        if events is not None:
+            notify.renamed(events, src, dst, conn.db)
+            conn.proxy.pubsub.raise_events(events.pending)
         return resp.ONE if nx else resp.OK
     return steps
 
@@ -301,6 +307,10 @@ def copy_across(conn, argv: list[bytes]) -> Steps:
             if decode_or_raise(exists):
                 return resp.ZERO
         decode_or_raise((await hold.run([(wd, [b"__restore", dst, payload], sd)], db=target))[0])
+        events = notify.emitter_for(conn.proxy)
+        if events is not None:
+            notify.copied(events, dst, target)
+            conn.proxy.pubsub.raise_events(events.pending)
         return resp.ONE
     return steps
 

@@ -1,2 +1,3 @@
 """Imports every module that registers proxy-side commands."""
-from . import blocking, connection, fanout, introspection, persistence, scripts, server_cmds, transactions  # noqa: F401
+from . import (acl, blocking, connection, fanout, introspection, memory, migrate, persistence, pubsub,  # noqa: F401
+               scripts, server_cmds, tracking, transactions)

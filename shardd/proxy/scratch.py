@@ -17,7 +17,9 @@ from .. import commands, errors
 from ..commands import BLOCK, SINGLE, CommandSpec
 from ..slots import keyslot
 from ..worker import keyspace
+from ..worker import notify
 from ..worker.blocking import NOWAIT
+from ..worker.coordination import DELETED
 from ..worker.context import Ctx
 from ..worker.keyspace import Db
 from .fanout import PLANNERS, Parts, Steps, first_reply, planned, shard_of
@@ -81,7 +83,7 @@ async def write_back(hold, conn, db: ScratchDb) -> None:
         w, slot = shard_of(conn, key)
         entry = db.entry(key)
         if entry is None:
-            parts.append((w, [b"DEL", key], slot))
+            parts.append((w, [b"__restore", key, DELETED], slot))
         else:
             parts.append((w, [b"__restore", key, pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)], slot))
     if parts:
@@ -107,8 +109,10 @@ async def attempt(hold, conn, spec: CommandSpec, argv: list[bytes], keys: list[b
     for _ in range(MAX_RUNS):
         keyspace.refresh_clock()
         db = ScratchDb(conn.db, payloads)
+        events = notify.emitter_for(conn.proxy)    # keyspace notifications, if on
         try:
-            reply = spec.worker_handler(scratch_ctx(conn, db, keys[0] if keys else None, block_mode), argv)
+            ctx = scratch_ctx(conn, db, keys[0] if keys else None, block_mode)
+            reply = spec.worker_handler(ctx, argv) if events is None else notify.observe(events, ctx, spec, argv)
         except errors.CommandError:
             if not db.missing:
                 raise
@@ -116,6 +120,8 @@ async def attempt(hold, conn, spec: CommandSpec, argv: list[bytes], keys: list[b
             await fetch(hold, conn, list(db.missing), payloads)
             continue
         await write_back(hold, conn, db)
+        if events is not None and events.pending:
+            conn.proxy.pubsub.raise_events(events.pending)
         return reply
     raise errors.CommandError("ERR command reads too many keys of other shards")
 

@@ -26,6 +26,7 @@ from ..ring import FrameReader, FrameWriter, Waker
 from ..slots import keyslot
 from ..worker.server_cmds import OpStats, may_replicate
 from . import transactions
+from ..worker.names import original_argv
 from .request_parser import RequestParser
 
 
@@ -231,6 +232,8 @@ class Proxy:
         self._internal: Client | None = None
         from .persistence import Snapshots
         self.snapshots = Snapshots(self)
+        from .pubsub import Registry
+        self.pubsub = Registry(self)       # subscriptions, monitors, tracking clients (pubsub.py)
         self.next_bid = 1
         self.next_client_id = index + 1
         self.poll_scheduled = False
@@ -253,6 +256,8 @@ class Proxy:
         self.pause_timer: asyncio.TimerHandle | None = None
         self.postponed: dict[int, "Client"] = {}
         self.build_names()
+        from .acl import Acl
+        self.acl = Acl(self)
 
     def build_names(self) -> None:
         """The command names clients may call, after rename-command."""
@@ -268,6 +273,8 @@ class Proxy:
                 names[new.lower().encode()] = spec
                 names[new.upper().encode()] = spec
         self.names = names
+        from ..worker.names import renamed_names
+        self.renamed = renamed_names(self.config.renames)   # new name → original, for handlers
 
     # -- server-wide state shared with the other proxies -----------------------------------
     STAT_FIELDS = ("pid", "connected_clients", "total_connections_received", "total_commands_processed",
@@ -300,7 +307,12 @@ class Proxy:
         self.publish_stats()
 
     def apply_config(self, pairs: list[tuple[str, str]]) -> None:
+        before = dict(self.config.values)
         self.config.config_set(pairs)
+        self.acl.config_set(pairs)
+        self.pubsub.config_set(pairs)
+        from .tls import tls_config_set
+        tls_config_set(self, pairs, before)
         self.config_changed()
 
     def config_changed(self) -> None:
@@ -539,7 +551,10 @@ class Proxy:
             conn.flush_out()
 
     def on_wake_frame(self, kind: int, frame: bytes) -> None:
-        """A worker served a blocked client, or has a key ready for a REMOTE wait."""
+        """A worker served a blocked client, or has a key ready for a REMOTE wait; or sends
+        keyspace notifications (kind 3) or tracking invalidations (kind 4)."""
+        if kind >= 3:
+            return self.pubsub.on_worker_frame(kind, frame)
         off = REPLY.size
         waiting = self.blocked.get(int.from_bytes(frame[off:off + 8], "little"))
         if waiting is not None:
@@ -602,7 +617,10 @@ class Client(asyncio.Protocol):
         self.lib_name = b""
         self.lib_ver = b""
         self.user = "default"
-        self.authenticated = not proxy.config.values.get("requirepass")
+        self.authenticated = False   # no AUTH needed (set with `guarded` by proxy.acl)
+        self.guarded = True          # NOAUTH or ACL checks apply: dispatch runs them
+        self.logged_in = False       # AUTH / HELLO AUTH succeeded
+        proxy.acl.greet(self)
         self.reader = hiredis.Reader()
         self.strict: RequestParser | None = None
         self.carry: list[bytes] = []
@@ -636,6 +654,13 @@ class Client(asyncio.Protocol):
         self.soft_limit_since: float | None = None   # output above the soft limit since
         self.backlogged = False                      # replies wait unsent (pause_writing)
         self.in_flight_cap = NO_CAP                  # MAX_IN_FLIGHT under output limits
+        # Pub/Sub, tracking, MONITOR (pubsub.py): the client's state, whether its commands go past
+        # pubsub.intercept (subscribed, tracking, or a monitor anywhere), its output buffer class,
+        # and the flags of its frames (TRACK: the workers remember its reads).
+        self.pubsub = None
+        self.special = proxy.pubsub.monitoring
+        self.obuf_class = "normal"
+        self.frame_flags = 0
 
     # -- asyncio ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -649,13 +674,15 @@ class Client(asyncio.Protocol):
             self.closed = True
             return
         from .connection import protected_mode_denies
-        if protected_mode_denies(proxy.config.values, transport.get_extra_info("peername")):
+        if protected_mode_denies(proxy.config.values, transport.get_extra_info("peername"),
+                                 proxy.acl.default_nopass()):
             proxy.stats["rejected_connections"] += 1
             transport.write(PROTECTED_MODE_DENIED)
             transport.close()
             self.closed = True
             return
         proxy.clients[self.id] = self
+        self.special = proxy.pubsub.monitoring     # a MONITOR may have started since __init__
         proxy.stats["total_connections_received"] += 1
         proxy.publish_stats()
         self.set_output_limits()
@@ -683,6 +710,8 @@ class Client(asyncio.Protocol):
             waiting.forget()
         if self.watching:
             transactions.unwatch_quietly(self)
+        if self.pubsub is not None:
+            self.proxy.pubsub.forget(self)
         if self.turn is not None:
             self.turn[1].set_result(None)
             self.turn = None
@@ -727,8 +756,9 @@ class Client(asyncio.Protocol):
             raw = data if not self.carry else None
             self.carry = []
             self.carried = 0
-        if cmds and (raw is None or self.multi is not None or not self.authenticated or self.paused
-                     or self.detour or len(cmds) > self.in_flight_cap or not self.dispatch_direct(cmds, raw)):
+        if cmds and (raw is None or self.multi is not None or self.guarded or self.paused
+                     or self.detour or self.special or len(cmds) > self.in_flight_cap
+                     or not self.dispatch_direct(cmds, raw)):
             self.dispatch(cmds, raw)
 
     def dispatch_direct(self, cmds: list[list[bytes]], raw: bytes) -> bool:
@@ -814,11 +844,12 @@ class Client(asyncio.Protocol):
             self.transport.abort()
 
     def set_output_limits(self) -> None:
-        """client-output-buffer-limit (normal class): the transport calls pause_writing when
-        what it holds unsent passes the lower limit, and only then are the limits checked."""
+        """client-output-buffer-limit (the client's class: normal, or pubsub while subscribed):
+        the transport calls pause_writing when what it holds unsent passes the lower limit, and
+        only then are the limits checked."""
         if self.transport is None or self.closed:
             return
-        hard, soft, _ = self.proxy.config.values["client-output-buffer-limit"].get("normal", (0, 0, 0))
+        hard, soft, _ = self.proxy.config.values["client-output-buffer-limit"].get(self.obuf_class, (0, 0, 0))
         limits = [n for n in (hard, soft) if n]
         if limits:
             self.transport.set_write_buffer_limits(high=min(limits), low=min(limits) // 2)
@@ -831,7 +862,7 @@ class Client(asyncio.Protocol):
         """The client reads less than we send. With output limits set (the transport calls
         this at the lower one), read no more of its commands until it catches up, and watch
         every flush: it is disconnected at a limit, as in Valkey, before it can pile up more."""
-        hard, soft, _ = self.proxy.config.values["client-output-buffer-limit"].get("normal", (0, 0, 0))
+        hard, soft, _ = self.proxy.config.values["client-output-buffer-limit"].get(self.obuf_class, (0, 0, 0))
         self.backlogged = True
         if not (hard or soft) or self.transport is None:
             return
@@ -855,7 +886,7 @@ class Client(asyncio.Protocol):
         soft one for more than its seconds, the client is closed."""
         if self.closed or self.transport is None:
             return
-        hard, soft, seconds = self.proxy.config.values["client-output-buffer-limit"].get("normal", (0, 0, 0))
+        hard, soft, seconds = self.proxy.config.values["client-output-buffer-limit"].get(self.obuf_class, (0, 0, 0))
         size = self.transport.get_write_buffer_size()
         over = bool(hard and size >= hard)
         if not over and soft and size >= soft:
@@ -934,13 +965,13 @@ class Client(asyncio.Protocol):
                 spec = self.subcommand(spec, argv)
                 if spec is None:
                     continue
-            if not self.authenticated and "no_auth" not in spec.flags:
-                proxy.opstats.rejected(spec)
-                self.reply_local(resp.error(errors.NOAUTH))
+            if self.guarded and proxy.acl.refuses(self, spec, argv):
                 continue
             if proxy.pause_actions is not None and self.held_by_pause(spec, argv):
                 self.postpone(cmds[i:])
                 break
+            if self.special and proxy.pubsub.intercept(self, spec, argv):
+                continue
             if self.multi is not None and spec.name not in transactions.IMMEDIATE:
                 if spec.proxy_handler is not None:   # counted now: EXEC runs it in the proxy
                     proxy.opstats.record_proxy(spec, argv, 0, None, self)
@@ -960,7 +991,7 @@ class Client(asyncio.Protocol):
                 w = slotmap[slot]
                 b = builders.get(w)
                 if b is None:
-                    b = builders[w] = FrameBuilder(self.n_raw)
+                    b = builders[w] = FrameBuilder(self.n_raw, self.frame_flags)
                 if self.last_worker == w:
                     b.runs[-1] += 1
                 else:
@@ -980,6 +1011,8 @@ class Client(asyncio.Protocol):
                 self.last_worker = -1
                 self.last_argv = argv
                 start = perf_counter_ns()
+                if proxy.renamed:
+                    original_argv(proxy.renamed, argv)
                 try:
                     reply = spec.proxy_handler(self, argv)
                 except errors.CommandError as exc:
@@ -1144,7 +1177,7 @@ class Client(asyncio.Protocol):
             self.add_parts(self.builders, 0, entry, parts, merge, flags)
             self.send_frames()
         else:
-            self.add_parts(self.builders, self.n_raw, entry, parts, merge)
+            self.add_parts(self.builders, self.n_raw, entry, parts, merge, self.frame_flags)
         self.last_worker = -1
 
     def followup(self, parts: list[tuple[int, list[bytes], int]], merge: Callable) -> Followup:
@@ -1301,6 +1334,7 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
     scratch.install()
     commands.finish_table()
     server_info["proxy"] = proxy
+    proxy.pubsub.start()          # the links to the other proxies
     loop.add_reader(waker.fd, proxy.on_wake)
     loop.add_reader(server_info["control"].fileno(), proxy.on_control)
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
@@ -1326,9 +1360,12 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
         inert = inert_directives(config.values)
         if inert:
             log.log("warning", "Accepted but not acted on yet: " + ", ".join(inert))
+    from .tls import Tls, is_tls_listener, wanted
+    proxy.tls = Tls(config.values) if wanted(config.values) else None
     for sock in listeners:
         backlog = config.values.get("tcp-backlog", 511)
-        loop.run_until_complete(loop.create_server(lambda: Client(proxy), sock=sock, backlog=backlog))
+        context = proxy.tls.listening if proxy.tls is not None and is_tls_listener(sock, config.values) else None
+        loop.run_until_complete(loop.create_server(lambda: Client(proxy), sock=sock, backlog=backlog, ssl=context))
     loop.call_later(0.5, watch_parent)
     try:
         loop.run_forever()

@@ -71,8 +71,9 @@ def section_clients(proxy, workers, totals) -> list[str]:
     return [
         f"connected_clients:{totals['connected_clients']}", "cluster_connections:0",
         f"maxclients:{proxy.config.values['maxclients']}", "client_recent_max_input_buffer:0",
-        "client_recent_max_output_buffer:0", f"blocked_clients:{totals['blocked_clients']}", "tracking_clients:0",
-        "pubsub_clients:0", "watching_clients:0", "clients_in_timeout_table:0",
+        "client_recent_max_output_buffer:0", f"blocked_clients:{totals['blocked_clients']}",
+        f"tracking_clients:{len(proxy.pubsub.tracking.clients)}",
+        f"pubsub_clients:{proxy.pubsub.subscribed_clients()}", "watching_clients:0", "clients_in_timeout_table:0",
         "total_watched_keys:0", "total_blocking_keys:0", "total_blocking_keys_on_nokey:0",
         *pause_fields(proxy),
     ]
@@ -88,20 +89,8 @@ def pause_fields(proxy) -> list[str]:
 
 
 def section_memory(proxy, workers, totals) -> list[str]:
-    w = sum_fields(workers)
-    used = int(w.get("used_memory", 0))
-    rss = int(w.get("rss", 0))
-    cfg = proxy.config.values
-    maxmem = cfg.get("maxmemory", 0)
-    return [
-        f"used_memory:{used}", f"used_memory_human:{human_bytes(used)}",
-        f"used_memory_rss:{rss}", f"used_memory_rss_human:{human_bytes(rss)}",
-        f"used_memory_peak:{int(w.get('maxrss', 0))}", f"used_memory_peak_human:{human_bytes(w.get('maxrss', 0))}",
-        f"maxmemory:{maxmem}", f"maxmemory_human:{human_bytes(maxmem)}",
-        f"maxmemory_policy:{cfg.get('maxmemory-policy', 'noeviction')}",
-        f"mem_fragmentation_ratio:{(rss / used) if used else 1.0:.2f}", "mem_allocator:libc",
-        "lazyfree_pending_objects:0",
-    ]
+    from .memory import memory_lines
+    return memory_lines(proxy, workers)
 
 
 def section_persistence(proxy, workers, totals) -> list[str]:
@@ -171,14 +160,16 @@ def section_stats(proxy, workers, totals) -> list[str]:
         f"rejected_connections:{totals['rejected_connections']}", "sync_full:0",
         "sync_partial_ok:0", "sync_partial_err:0", f"expired_keys:{int(w.get('expired_keys', 0))}",
         "expired_stale_perc:0.00", "expired_time_cap_reached_count:0", "expire_cycle_cpu_milliseconds:0",
-        "evicted_keys:0", "evicted_clients:0", "total_eviction_exceeded_time:0",
-        "current_eviction_exceeded_time:0", f"keyspace_hits:{int(w.get('keyspace_hits', 0))}",
-        f"keyspace_misses:{int(w.get('keyspace_misses', 0))}", "pubsub_channels:0",
-        "pubsub_patterns:0", "pubsubshard_channels:0", "latest_fork_usec:0", "total_forks:0",
+        f"evicted_keys:{int(w.get('evicted_keys', 0))}", "evicted_clients:0",
+        f"total_eviction_exceeded_time:{int(w.get('total_eviction_exceeded_time', 0))}",
+        f"current_eviction_exceeded_time:{int(max((x.get('current_eviction_exceeded_time', 0) for x in workers), default=0))}",
+        f"keyspace_hits:{int(w.get('keyspace_hits', 0))}",
+        f"keyspace_misses:{int(w.get('keyspace_misses', 0))}", *proxy.pubsub.info_counts(),
+        "latest_fork_usec:0", "total_forks:0",
         "migrate_cached_sockets:0", "slave_expires_tracked_keys:0", "active_defrag_hits:0",
         "active_defrag_misses:0", "active_defrag_key_hits:0", "active_defrag_key_misses:0",
         "total_active_defrag_time:0", "current_active_defrag_time:0", "tracking_total_keys:0",
-        "tracking_total_items:0", "tracking_total_prefixes:0", "unexpected_error_replies:0",
+        "tracking_total_items:0", f"tracking_total_prefixes:{proxy.pubsub.tracking.prefix_count()}", "unexpected_error_replies:0",
         f"total_error_replies:{ops['total_error_replies']}", "dump_payload_sanitizations:0", "total_reads_processed:0",
         "total_writes_processed:0", "io_threaded_reads_processed:0", "io_threaded_writes_processed:0",
         f"client_query_buffer_limit_disconnections:{limits.get('client_query_buffer_limit_disconnections', 0)}",
@@ -186,8 +177,8 @@ def section_stats(proxy, workers, totals) -> list[str]:
         "reply_buffer_shrinks:0", "reply_buffer_expands:0", "eventloop_cycles:0",
         "eventloop_duration_sum:0", "eventloop_duration_cmd_sum:0",
         "instantaneous_eventloop_cycles_per_sec:0", "instantaneous_eventloop_duration_usec:0",
-        "acl_access_denied_auth:0", "acl_access_denied_cmd:0", "acl_access_denied_key:0",
-        "acl_access_denied_channel:0",
+        *(f"{name}:{limits.get(name, 0)}" for name in ("acl_access_denied_auth", "acl_access_denied_cmd",
+                                                         "acl_access_denied_key", "acl_access_denied_channel")),
     ]
 
 

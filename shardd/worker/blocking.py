@@ -124,9 +124,16 @@ class Blocked:
             ctx.db, ctx.proto, ctx.client_id, ctx.slot, ctx.link, ctx.block_mode = saved
 
     def serve_key(self, ctx: Ctx, db: Db, key: bytes) -> None:
+        """Run the command of each waiter on key again, oldest first, as Valkey re-runs every
+        client blocked on a ready key: one that still finds nothing keeps waiting and the next
+        is tried (of two XREADGROUPs of one group only the first gets the new entry; an XREAD
+        behind them must get it too). A snapshot: serving may queue or drop waiters."""
         queue = db.blocked.get(key)
-        while queue:
-            waiter = queue[0]
+        if not queue:
+            return
+        for waiter in list(queue):
+            if self.by_client.get((waiter.link, waiter.client_id)) is not waiter:
+                continue    # served or gone meanwhile
             if waiter.remote:
                 if not waiter.notified and db.exists(key, keyslot(key)):
                     waiter.notified = True
@@ -136,10 +143,9 @@ class Blocked:
             ctx.slot = keyslot(waiter.keys[0])
             reply = self.worker.call(lookup_argv(waiter.argv), waiter.argv)
             if reply is None:
-                return
+                continue
             self.remove((waiter.link, waiter.client_id))
             self.worker.send_wake(waiter.link, SERVED, waiter.client_id, reply)
-            queue = db.blocked.get(key)
 
 
 def nothing(ctx: Ctx, argv: list[bytes], keys: list[bytes], timeout_reply: bytes) -> bytes | None:

@@ -74,11 +74,20 @@ def dump(ctx: Ctx, argv: list[bytes]) -> bytes:
     return resp.bulk(pickle.dumps((value, ctx.db.get_expire(key, slot)), protocol=pickle.HIGHEST_PROTOCOL))
 
 
+# __restore's payload for "the key is gone": a cross-shard write-back deletes with it rather
+# than DEL, whose keyspace notification would be the write-back's, not the command's.
+DELETED = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 @internal_command("__restore", 3)
 def restore(ctx: Ctx, argv: list[bytes]) -> bytes:
-    """Store a value __dump produced (replacing any value, TTL included)."""
+    """Store a value __dump produced (replacing any value, TTL included), or DELETED."""
     key = argv[1]
-    value, when = pickle.loads(argv[2])
+    state = pickle.loads(argv[2])
+    if state is None:
+        ctx.db.delete(key, keyslot(key))
+        return resp.OK
+    value, when = state
     ctx.db.store_expiring(key, keyslot(key), value, when)
     return resp.OK
 
@@ -91,7 +100,7 @@ def swapdb(ctx: Ctx, argv: list[bytes]) -> bytes:
     first, second = dbs[a], dbs[b]
     first.touch_all(second)
     second.touch_all(first)
-    for name in ("data", "expires", "size", "volatile"):
+    for name in ("data", "expires", "size", "volatile", "used", "access", "sized", "resized"):
         va, vb = getattr(first, name), getattr(second, name)
         setattr(first, name, vb)
         setattr(second, name, va)

@@ -7,7 +7,7 @@ yet, so RESTORE's IDLETIME and FREQ are checked and then ignored.
 from __future__ import annotations
 
 from .. import errors, resp
-from ..commands import worker_command
+from ..commands import internal_command, worker_command
 from ..errors import CommandError
 from ..numbers import LLONG_MAX, arg_ll
 from ..persist.rdb import DumpPayloadError, Limits, RdbError, dump_value, restore_value
@@ -31,6 +31,21 @@ def dump_command(ctx: Ctx, argv: list[bytes]) -> bytes:
         return resp.null(ctx.proto)
     config = ctx.config
     return resp.bulk(dump_value(value, config["rdbcompression"], config["list-max-listpack-size"]))
+
+
+@internal_command("__dumpttl", 2)
+def dump_with_ttl(ctx: Ctx, argv: list[bytes]) -> bytes:
+    """[payload, ms to live or -1] of a key for MIGRATE (shardd/proxy/migrate.py), or null."""
+    key, db, slot = argv[1], ctx.db, ctx.slot
+    value = db.lookup_read(key, slot)
+    if value is None:
+        return resp.null(ctx.proto)
+    config = ctx.config
+    payload = dump_value(value, config["rdbcompression"], config["list-max-listpack-size"])
+    when = db.get_expire(key, slot)
+    # A key expiring this very millisecond still goes, with 1 ms to live (as migrateCommand).
+    ttl = -1 if when is None else max(when - keyspace.now_ms, 1)
+    return resp.array((resp.bulk(payload), resp.integer(ttl)))
 
 
 def _restore_options(argv: list[bytes]) -> tuple[bool, bool]:

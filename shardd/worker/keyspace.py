@@ -5,27 +5,70 @@ unix milliseconds, kept per slot beside the data so the active cycle can walk sl
 """
 from __future__ import annotations
 
+import random
 import time
 from typing import Any, Callable, Iterator
 
 from ..slots import keyslot
+from .memsize import BYTES_OVERHEAD, EXPIRE_OVERHEAD, KEY_OVERHEAD, value_size
 
 # The worker refreshes this once per batch: Valkey too evaluates expiry against one cached
 # clock per command/event, and reading the clock per key would be a syscall per lookup.
 now_ms: int = int(time.time() * 1000)
 # Called as on_expire(db, key) after an expired key is removed (the AOF logs it as DEL).
 on_expire: Callable[["Db", bytes], None] | None = None
+# Called as on_write(db, key) for each key a write changes, and (db, None) when a db is
+# flushed: client tracking's invalidations (worker/tracking.py); None while nobody tracks.
+on_write: Callable[["Db", bytes | None], None] | None = None
+# Called as on_expired_event(db, key) after an expired key is removed: keyspace notifications.
+on_expired_event: Callable[["Db", bytes], None] | None = None
+
+
+# What every Db of this process holds, in bytes, by its own account (memsize.py): the
+# worker's used_memory beside its startup share, what maxmemory is held against.
+used_total = 0
+# Access clocks (Valkey's robj->lru), read with now_ms: the LRU clock in seconds (24 bits), or
+# for an LFU policy (Db.lfu) the minutes (16 bits) an LFU value keeps beside its 8-bit counter.
+LRU_CLOCK_MAX = (1 << 24) - 1
+LFU_INIT_VAL = 5
+lru_clock: int = (now_ms // 1000) & LRU_CLOCK_MAX
+lfu_minutes: int = (now_ms // 60000) & 0xFFFF
+lfu_log_factor = 10
+lfu_decay_time = 1
+NEW_STRING_KEY = KEY_OVERHEAD + BYTES_OVERHEAD      # a new key's bytes beside its length and its value's
 
 
 def refresh_clock() -> int:
-    global now_ms
+    global now_ms, lru_clock, lfu_minutes
     now_ms = int(time.time() * 1000)
+    lru_clock = (now_ms // 1000) & LRU_CLOCK_MAX
+    lfu_minutes = (now_ms // 60000) & 0xFFFF
     return now_ms
+
+
+def lfu_counter(packed: int) -> int:
+    """LFUDecrAndReturn: the counter, less one per lfu-decay-time minutes since the access."""
+    counter = packed & 255
+    if lfu_decay_time:
+        ldt = packed >> 8
+        elapsed = lfu_minutes - ldt if lfu_minutes >= ldt else 65535 - ldt + lfu_minutes
+        counter = max(counter - elapsed // lfu_decay_time, 0)
+    return counter
+
+
+def lfu_access(packed: int | None) -> int:
+    """updateLFU: decay, then a logarithmic increment (LFULogIncr), stamped with now."""
+    counter = LFU_INIT_VAL if packed is None else lfu_counter(packed)
+    if counter < 255:
+        base = counter - LFU_INIT_VAL
+        if base <= 0 or random.random() < 1.0 / (base * lfu_log_factor + 1):
+            counter += 1
+    return (lfu_minutes << 8) | counter
 
 
 class Db:
     __slots__ = ("index", "data", "expires", "size", "volatile", "hits", "misses", "expired",
-                 "watched", "dirty", "blocked", "ready", "changes")
+                 "watched", "dirty", "blocked", "ready", "changes", "used", "access", "sized", "resized", "lfu")
 
     def __init__(self, index: int, dirty: set[int] | None = None,
                  ready: list[tuple["Db", bytes]] | None = None) -> None:
@@ -42,10 +85,40 @@ class Db:
         self.misses = 0
         self.expired = 0
         self.changes = 0          # writes since start (Valkey's dirty counter, for save points)
+        # Memory accounting (memsize.py): `used` bytes in this db; a container's estimate is
+        # kept in `sized` and redone for the keys in `resized` (changed in place) by settle().
+        self.used = 0
+        self.sized: dict[bytes, int] = {}
+        self.resized: set[bytes] = set()
+        # key → last access: the LRU clock, or with `lfu` (an LFU maxmemory-policy) the packed
+        # minutes and counter. Every lookup sets it; OBJECT IDLETIME/FREQ and eviction read it.
+        self.access: dict[bytes, int] = {}
+        self.lfu = False
 
     # -- reads -------------------------------------------------------------------------
     def lookup(self, key: bytes, slot: int) -> Any:
         """The live value of key, or None (an expired key is deleted on the way)."""
+        d = self.data.get(slot)
+        if d is None:
+            return None
+        value = d.get(key)
+        if value is None:
+            return None
+        if self.volatile:
+            e = self.expires.get(slot)
+            if e is not None:
+                when = e.get(key)
+                if when is not None and when <= now_ms:
+                    self._expire(key, slot)
+                    return None
+        if self.lfu:
+            self.access[key] = lfu_access(self.access.get(key))
+        else:
+            self.access[key] = lru_clock
+        return value
+
+    def peek(self, key: bytes, slot: int) -> Any:
+        """lookup() that leaves the access clock alone (Valkey's LOOKUP_NOTOUCH)."""
         d = self.data.get(slot)
         if d is None:
             return None
@@ -57,6 +130,15 @@ class Db:
                 if when is not None and when <= now_ms:
                     self._expire(key, slot)
                     return None
+        return value
+
+    def peek_read(self, key: bytes, slot: int) -> Any:
+        """peek() that counts keyspace hits and misses (TYPE, TTL, EXISTS, OBJECT)."""
+        value = self.peek(key, slot)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
         return value
 
     def lookup_read(self, key: bytes, slot: int) -> Any:
@@ -78,16 +160,36 @@ class Db:
     # -- writes ------------------------------------------------------------------------
     def store(self, key: bytes, slot: int, value: Any) -> None:
         """Set key to value and drop any TTL (SET semantics)."""
+        global used_total
         d = self.data.get(slot)
         if d is None:
             d = self.data[slot] = {}
-        if key not in d:
-            self.size += 1
-        elif self.volatile:
-            self._drop_expire(key, slot)
+        old = d.get(key)
         d[key] = value
+        # grown: the change of this db's bytes, counting any value as a string until below
+        if old is None:
+            self.size += 1
+            grown = len(key) + NEW_STRING_KEY
+        else:
+            if self.volatile:
+                self._drop_expire(key, slot)
+            grown = -len(old) if old.__class__ is bytes else BYTES_OVERHEAD - self.sized.pop(key, 0)
+        if value.__class__ is bytes:
+            grown += len(value)
+        else:                        # a container: estimated by settle(), it may still be filled
+            grown -= BYTES_OVERHEAD
+            self.sized[key] = 0
+            self.resized.add(key)
+        if not self.lfu:
+            self.access[key] = lru_clock
+        elif old is None:
+            self.access[key] = (lfu_minutes << 8) | LFU_INIT_VAL
+        else:                        # an overwrite: Valkey's lookupKeyWrite counts, dbSetValue keeps it
+            self.access[key] = lfu_access(self.access.get(key))
+        self.used += grown
+        used_total += grown
         self.changes += 1
-        if self.watched:
+        if self.watched or on_write is not None:
             self.touch(key)
         if self.blocked and key in self.blocked:
             self.ready.append((self, key))
@@ -100,48 +202,76 @@ class Db:
 
     def replace(self, key: bytes, slot: int, value: Any) -> None:
         """Set key to value keeping its TTL (APPEND, INCR, SETRANGE, SET KEEPTTL)."""
+        global used_total
         d = self.data.get(slot)
         if d is None:
             d = self.data[slot] = {}
-        if key not in d:
-            self.size += 1
+        old = d.get(key)
         d[key] = value
+        if old is None:
+            self.size += 1
+            grown = len(key) + NEW_STRING_KEY
+            self.access[key] = (lfu_minutes << 8) | LFU_INIT_VAL if self.lfu else lru_clock
+        else:
+            grown = -len(old) if old.__class__ is bytes else BYTES_OVERHEAD - self.sized.pop(key, 0)
+        if value.__class__ is bytes:
+            grown += len(value)
+        else:
+            grown -= BYTES_OVERHEAD
+            self.sized[key] = 0
+            self.resized.add(key)
+        self.used += grown
+        used_total += grown
         self.changes += 1
-        if self.watched:
+        if self.watched or on_write is not None:
             self.touch(key)
         if self.blocked and key in self.blocked:
             self.ready.append((self, key))
 
     def delete(self, key: bytes, slot: int) -> bool:
+        global used_total
         d = self.data.get(slot)
-        if d is None or key not in d:
+        if d is None:
             return False
-        del d[key]
+        old = d.pop(key, None)
+        if old is None:
+            return False
         if not d:
             del self.data[slot]
         self.size -= 1
+        freed = len(key) + KEY_OVERHEAD + (len(old) + BYTES_OVERHEAD if old.__class__ is bytes
+                                           else self.sized.pop(key, 0))
+        self.used -= freed
+        used_total -= freed
+        # The key's access clock stays behind (dropping it costs a dict write per delete):
+        # store() sets it again, settle() drops what is left once it adds up.
         if self.volatile:
             self._drop_expire(key, slot)
         self.changes += 1
-        if self.watched:
+        if self.watched or on_write is not None:
             self.touch(key)
+        if self.blocked and key in self.blocked:
+            self.ready.append((self, key))      # a deleted stream's readers learn it now
         return True
 
     def set_expire(self, key: bytes, slot: int, when_ms: int) -> None:
+        global used_total
         e = self.expires.get(slot)
         if e is None:
             e = self.expires[slot] = {}
         if key not in e:
             self.volatile += 1
+            self.used += EXPIRE_OVERHEAD
+            used_total += EXPIRE_OVERHEAD
         e[key] = when_ms
         self.changes += 1
-        if self.watched:
+        if self.watched or on_write is not None:
             self.touch(key)
 
     def persist(self, key: bytes, slot: int) -> bool:
         removed = self._drop_expire(key, slot)
         self.changes += removed
-        if removed and self.watched:
+        if removed and (self.watched or on_write is not None):
             self.touch(key)
         return removed
 
@@ -149,7 +279,8 @@ class Db:
         """A container value was changed in place (HSET on an existing hash, LPUSH …): what a
         write means to WATCH and to clients blocked on the key (signalModifiedKey)."""
         self.changes += 1
-        if self.watched:
+        self.resized.add(key)
+        if self.watched or on_write is not None:
             self.touch(key)
         if self.blocked and key in self.blocked:
             self.ready.append((self, key))
@@ -159,6 +290,8 @@ class Db:
         clients = self.watched.get(key)
         if clients:
             self.dirty.update(clients)
+        if on_write is not None:
+            on_write(self, key)
 
     def touch_all(self, replaced_with: "Db | None" = None) -> None:
         """FLUSHDB/FLUSHALL/SWAPDB: the WATCHes of keys that exist here (or, for SWAPDB, in
@@ -171,15 +304,50 @@ class Db:
     def flush(self) -> int:
         if self.watched:
             self.touch_all()
+        if on_write is not None:
+            on_write(self, None)
+        self.ready.extend((self, key) for key in self.blocked)
+        global used_total
         removed = self.size
         self.changes += removed
         self.data = {}
         self.expires = {}
         self.size = 0
         self.volatile = 0
+        used_total -= self.used
+        self.used = 0
+        self.access = {}
+        self.sized = {}
+        self.resized = set()
         return removed
 
+    def settle(self) -> int:
+        """Estimate again the containers changed in place since the last call (their keys are
+        in `resized`); the bytes this added to `used`."""
+        global used_total
+        grown = 0
+        data, sized = self.data, self.sized
+        for key in self.resized:
+            d = data.get(keyslot(key))
+            value = d.get(key) if d is not None else None
+            if value is None or value.__class__ is bytes:
+                continue
+            size = value_size(value)
+            grown += size - sized.get(key, 0)
+            sized[key] = size
+        self.resized.clear()
+        self.used += grown
+        used_total += grown
+        return grown
+
+    def compact_access(self) -> None:
+        """Drop the access clocks deleted keys left behind, once they outnumber the keys."""
+        access = self.access
+        if len(access) > 2 * self.size + 1024:
+            self.access = {k: access[k] for d in self.data.values() for k in d if k in access}
+
     def _drop_expire(self, key: bytes, slot: int) -> bool:
+        global used_total
         e = self.expires.get(slot)
         if e is None or key not in e:
             return False
@@ -187,6 +355,8 @@ class Db:
         if not e:
             del self.expires[slot]
         self.volatile -= 1
+        self.used -= EXPIRE_OVERHEAD
+        used_total -= EXPIRE_OVERHEAD
         return True
 
     def _expire(self, key: bytes, slot: int) -> None:
@@ -194,6 +364,8 @@ class Db:
         self.expired += 1
         if on_expire is not None:
             on_expire(self, key)
+        if on_expired_event is not None:
+            on_expired_event(self, key)
 
     # -- iteration ---------------------------------------------------------------------
     def slot_keys(self, slot: int) -> list[bytes]:

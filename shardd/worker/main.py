@@ -14,7 +14,7 @@ from time import perf_counter_ns
 import hiredis
 
 from .. import commands, errors, log, resp
-from ..frames import (ATOMIC, BLOCKING, CLIENTS, EXEC_ALL, WAKE_BID, FRAMED_REPLY, GUARD, HOLD, IN_HOLD, NO_REPLY, RELEASE, REPLY, REQUEST,
+from ..frames import (TRACK, ATOMIC, BLOCKING, CLIENTS, EXEC_ALL, WAKE_BID, FRAMED_REPLY, GUARD, HOLD, IN_HOLD, NO_REPLY, RELEASE, REPLY, REQUEST,
                       SECTION)
 from .coordination import forget_watches, watch_fired
 from ..ring import FrameReader, FrameWriter, Waker
@@ -24,6 +24,9 @@ from ..persist import LOAD_FAILED_EXIT, SAVE_FAILED_EXIT
 from .persistence import MISCONF, LoadError, Persistence
 from ..persist.aof import Aof
 from .context import Ctx
+from .notify import Events
+from .evict import OOM_REPLY
+from .names import original_argv
 from .expire import ActiveExpire
 from .server_cmds import TOTAL_NS, OpStats
 from .keyspace import Db
@@ -79,6 +82,9 @@ class Worker:
         self.n_shards = config.values.get("__shards__", 1)
         self.persistence = Persistence(self)
         self.aof = Aof(self)                 # the AOF (persist/aof.py): logs calls while appendonly is on
+        self.tracked_reader = 0              # the client whose reads this frame asks to remember (TRACK)
+        self.observer: Events | None = None  # set while keyspace notifications or client tracking are on
+        self.events = Events(self)           # notifications and tracking invalidations (notify.py)
         self.misconf = False                 # writes refused: the last save failed (MISCONF)
         self.exit_save: bool | None = None   # on exit: save (True), not (False), per config (None)
         self.ctx.stats["worker"] = self
@@ -86,10 +92,15 @@ class Worker:
         self.reader = hiredis.Reader()
         self.expire = ActiveExpire(self.dbs)
         self.running = True
-        self.lookup = {**commands.BY_NAME, **commands.INTERNAL}.get
+        from .names import command_names, renamed_names
+        self.lookup = command_names(getattr(config, "renames", {})).get
+        self.renamed = renamed_names(getattr(config, "renames", {})) or None   # rename-command: new → original
         self.held_by: ProxyLink | None = None   # the coordinator holding this shard
         self.hold_id = 0
         self.hold_deadline = 0.0
+        from .evict import Memory
+        self.limited = False                 # maxmemory set: each command checks the share first
+        self.memory = Memory(self)
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -98,6 +109,9 @@ class Worker:
         parent = os.getppid()
         while self.running:
             worked = self.turn()
+            if self.memory.pending and self.held_by is None:    # an eviction that ran out of time
+                self.memory.perform()
+                worked = True
             now = time.monotonic()
             if now >= next_tick:
                 hz_interval = 1.0 / max(1, self.config.values.get("hz", 10))
@@ -109,9 +123,15 @@ class Worker:
                 self.aof.tick()
                 self.misconf = self.persistence.refuses_writes()
                 if self.held_by is None:    # expiry would write in the middle of a hold
+                    self.ctx.client_id = 0  # no client wrote what expires here (tracking's NOLOOP)
                     self.expire.cycle(budget=hz_interval * 0.25)
                 elif now > self.hold_deadline:
                     self.held_by = None
+                    self.aof.settle()
+                self.memory.tick()
+            events = self.events
+            if events.queued:
+                events.flush()
             if not worked:
                 self.sleep(min(next_tick - now, 0.05))
 
@@ -185,8 +205,10 @@ class Worker:
             reader.reset()
         link.replies.pending.clear()
         self.blocked.drop_link(link.index)
+        self.events.forget_link(link.index)
         if self.held_by is link:
             self.held_by = None
+            self.aof.settle()
         link.epoch[3] = link.epoch[2]
         link.proxy_waker.wake_if_sleeping(force=True)
 
@@ -259,6 +281,7 @@ class Worker:
         ctx.proto = proto
         ctx.client_id = client_id
         ctx.link = link.index
+        self.tracked_reader = client_id if flags & TRACK else 0
         if flags & GUARD:
             fired = watch_fired(ctx, client_id)
             forget_watches(ctx, client_id)
@@ -269,15 +292,21 @@ class Worker:
         reader.feed(frame, off)
         ctx.block_mode = WAIT if flags & BLOCKING else NOWAIT
         self.serve_now = not flags & (ATOMIC | HOLD | IN_HOLD)
+        if self.limited and flags & ATOMIC and self.held_by is None:
+            self.memory.perform()           # a transaction: before it, never inside it
         replies = self.execute(reader, slots, indices, n_exec)
-        if self.aof.tx_open:           # the frame's AOF records as one MULTI/EXEC, before its replies
-            self.aof.end_transaction()
+        if self.aof.tx_open or self.aof.unit is not None:
+            self.aof.end_transaction()  # the frame's AOF records as one MULTI/EXEC, before its replies
         ctx.block_mode = NOWAIT
         self.serve_now = True
         if flags & RELEASE:
             self.held_by = None
+            self.aof.settle()          # the hold's cross-shard units are whole on every shard
         if self.ready and self.held_by is None:
             self.blocked.serve_ready()
+        events = self.events
+        if events.queued:
+            events.flush()    # before the replies: Valkey publishes them while the command runs
         if flags & NO_REPLY:
             return
         if n_runs == 1:
@@ -293,6 +322,7 @@ class Worker:
     def handle_clients(self, frame: bytes, off: int, bid: int, n_sections: int, link: ProxyLink) -> None:
         """A frame carrying the reads of several clients, one section each."""
         keyspace.refresh_clock()
+        self.tracked_reader = 0
         ctx = self.ctx
         reader = self.reader
         dbs = self.dbs
@@ -316,6 +346,9 @@ class Worker:
             reader.feed(frame, off, size)
             off += size
             add_runs(self.execute(reader, slots, indices, n_exec), runs, lengths, bodies)
+        events = self.events
+        if events.queued:
+            events.flush()
         send_runs(link, bid, lengths, bodies)
 
     def enter_hold(self, link: ProxyLink, flags: int, hold: int) -> bool:
@@ -330,13 +363,18 @@ class Worker:
     def execute(self, reader, slots, indices, n_exec: int) -> list[bytes]:
         ctx = self.ctx
         lookup = self.lookup
+        limited = self.limited
+        renamed = self.renamed
         replies = []
         append = replies.append
         if indices is None:
             for i in range(n_exec):
                 argv = reader.gets()
                 ctx.slot = slots[i]
-                append(self.call(lookup(argv[0]) or commands.lookup(argv[0]), argv))
+                spec = lookup(argv[0]) or lookup(argv[0].lower())
+                if renamed is not None:
+                    original_argv(renamed, argv)
+                append(OOM_REPLY if limited and self.memory.refuses(spec, argv) else self.call(spec, argv))
                 if self.ready and self.serve_now:
                     self.blocked.serve_ready()
             return replies
@@ -349,7 +387,10 @@ class Worker:
             argv = reader.gets()
             pos += 1
             ctx.slot = slots[i]
-            append(self.call(lookup(argv[0]) or commands.lookup(argv[0]), argv))
+            spec = lookup(argv[0]) or lookup(argv[0].lower())
+            if renamed is not None:
+                original_argv(renamed, argv)
+            append(OOM_REPLY if limited and self.memory.refuses(spec, argv) else self.call(spec, argv))
             if self.ready and self.serve_now:
                 self.blocked.serve_ready()
         # Commands after the last one for us belong to other workers.
@@ -360,6 +401,9 @@ class Worker:
 
     def send_wake(self, link_index: int, kind: int, client_id: int, body: bytes) -> None:
         """An unasked-for reply: a blocked client was served (or, REMOTE, a key is ready)."""
+        events = self.events
+        if events.queued:
+            events.flush()
         link = self.links[link_index]
         link.replies.send(REPLY.pack(WAKE_BID, kind) + client_id.to_bytes(8, "little") + body)
         link.proxy_waker.wake_if_sleeping()
@@ -370,11 +414,12 @@ class Worker:
         # monitor off no clock is read at all.
         start = perf_counter_ns() if stats.timed else 0
         try:
-            if spec.subcommands:
-                spec = commands.lookup_argv(argv)
+            if spec.subcommands and len(argv) > 1:     # by the container's table: it may be renamed
+                spec = spec.subcommands.get(argv[1].decode("utf-8", "replace").lower(), spec)
             if self.misconf and "write" in spec.flags:
                 return MISCONF_REPLY
-            reply = spec.worker_handler(self.ctx, argv)
+            observer = self.observer     # notify.Events: notifications, tracking (None: both off)
+            reply = spec.worker_handler(self.ctx, argv) if observer is None else observer.run(spec, argv)
         except errors.CommandError as exc:
             reply = resp.error(str(exc))
             stats.failed(spec, reply)
@@ -413,6 +458,11 @@ class Worker:
         self.call = lambda spec, argv: answer(argv)
         self.reader = hiredis.Reader()      # the script's own frame is still being read
         self.ready = []
+        aof = self.aof
+        if aof.tx_open:                     # the script's frame: its MULTI goes out now, its EXEC at its end
+            aof.write_out()
+        frame_tx = aof.tx_open, aof.unit
+        aof.tx_open, aof.unit = False, None
         try:
             for link in self.links:
                 if not link.in_sync() or link.epoch[2] != link.epoch[3]:
@@ -427,6 +477,7 @@ class Worker:
                 link.proxy_waker.wake_if_sleeping()
         finally:
             del self.call
+            aof.tx_open, aof.unit = frame_tx
             (self.reader, self.ready, self.held_by, self.hold_id, self.hold_deadline, self.serve_now,
              ctx.db, ctx.proto, ctx.slot, ctx.client_id, ctx.link, ctx.block_mode, keyspace.now_ms) = saved
 

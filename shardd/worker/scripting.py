@@ -294,7 +294,14 @@ class Session:
         ctx.slot = keyslot(keys[0]) if keys else 0
         ctx.block_mode = NOWAIT
         try:
-            reply = select_command(ctx, argv, self) if handler is select_command else handler(ctx, argv)
+            # Keyspace notifications and MONITOR's "lua" lines (worker/notify.py), when on.
+            events = getattr(ctx.stats.get("worker"), "observer", None)
+            if handler is select_command:
+                reply = select_command(ctx, argv, self)
+                if events is not None:
+                    events.show_script_command(spec, argv, self.db.index)
+            else:
+                reply = handler(ctx, argv) if events is None else events.script_command(spec, handler, argv)
         except CommandError as exc:
             reply = resp.error(str(exc))
         except Exception as exc:

@@ -48,8 +48,9 @@ def info(ctx: Ctx, argv: list[bytes]) -> bytes:
         "used_cpu_user": usage.ru_utime,
         "maxrss": usage.ru_maxrss * 1024,
         "rss": rss,
-        "used_memory": max(rss - _baseline_rss, 0) + 1024 * 1024,
+        "rss_baseline": _baseline_rss,
     }
+    fields.update(memory_fields(ctx))
     fields.update(ctx.stats["worker"].persistence.status())
     for db in ctx.dbs:
         if db.size:
@@ -72,7 +73,86 @@ def config_set(ctx: Ctx, argv: list[bytes]) -> bytes:
         raise CommandError(str(exc))
     worker_opstats(ctx).configure(config.values)
     ctx.stats["worker"].aof.config_changed()    # appendonly on/off takes effect before the reply
+    ctx.stats["worker"].events.configure(argv)  # notify-keyspace-events
+    from .evict import config_changed
+    config_changed(ctx.stats["worker"])         # maxmemory, its policy, LFU parameters
     return resp.OK
+
+
+# -- memory: INFO's figures, MEMORY's worker halves --------------------------------------------
+
+def memory_fields(ctx: Ctx) -> dict[str, int | float]:
+    """This worker's memory by its own account (memsize.py), its share of maxmemory, evictions."""
+    from .memsize import EXPIRE_OVERHEAD, KEY_OVERHEAD
+    memory = ctx.stats["worker"].memory
+    used = memory.used()
+    total_exceeded, current_exceeded = memory.exceeded_time_ms()
+    fields: dict[str, int | float] = {
+        "used_memory": used, "used_memory_peak": memory.peak, "used_memory_startup": memory.startup,
+        "maxmemory_share": memory.limit, "evicted_keys": memory.evicted,
+        "total_eviction_exceeded_time": total_exceeded, "current_eviction_exceeded_time": current_exceeded,
+    }
+    for db in ctx.dbs:
+        if db.size or db.used:
+            fields[f"db{db.index}_overhead_main"] = db.size * KEY_OVERHEAD
+            fields[f"db{db.index}_overhead_expires"] = db.volatile * EXPIRE_OVERHEAD
+            fields[f"db{db.index}_key_bytes"] = db.used
+    return fields
+
+
+@worker_command("memory|usage")
+def memory_usage(ctx: Ctx, argv: list[bytes]) -> bytes:
+    """MEMORY USAGE key [SAMPLES count]: the key's bytes by the worker's account."""
+    from .memsize import key_size, value_size
+    from ..numbers import string2ll
+    from .. import errors
+    samples = 5                               # OBJ_COMPUTE_SIZE_DEF_SAMPLES
+    j = 3
+    while j < len(argv):
+        if argv[j].lower() == b"samples" and j + 1 < len(argv):
+            value = string2ll(argv[j + 1])
+            if value is None:
+                raise CommandError(errors.NOT_INTEGER)
+            if value < 0:
+                raise CommandError(errors.SYNTAX)
+            samples = value            # 0: every element
+            j += 2
+        else:
+            raise CommandError(errors.SYNTAX)
+    key = argv[2]
+    value = ctx.db.peek(key, ctx.slot)
+    if value is None:
+        return resp.null(ctx.proto)
+    from .memsize import EXPIRE_OVERHEAD
+    size = key_size(key) + value_size(value, samples)
+    if ctx.db.get_expire(key, ctx.slot) is not None:
+        size += EXPIRE_OVERHEAD
+    return resp.integer(size)
+
+
+@internal_command("__memory", 2)
+def memory_worker(ctx: Ctx, argv: list[bytes]) -> bytes:
+    """MEMORY STATS / DOCTOR (this worker's figures, pickled) and PURGE (malloc_trim)."""
+    op = argv[1].lower()
+    if op == b"purge":
+        purge()
+        return resp.OK
+    memory = ctx.stats["worker"].memory
+    fields = memory_fields(ctx)
+    fields["rss"] = worker_process().memory_info().rss
+    fields["rss_baseline"] = _baseline_rss
+    fields["keys"] = sum(db.size for db in ctx.dbs)
+    fields["limit"] = memory.limit
+    return resp.bulk(pickle.dumps(fields, pickle.HIGHEST_PROTOCOL))
+
+
+def purge() -> None:
+    """MEMORY PURGE: glibc's malloc_trim gives free heap pages back to the system."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @worker_command("config|resetstat")
@@ -81,6 +161,7 @@ def config_resetstat(ctx: Ctx, argv: list[bytes]) -> bytes:
         for name in _counters:
             setattr(db, name, 0)
     worker_opstats(ctx).reset_counters()
+    ctx.stats["worker"].memory.reset_stats()
     return resp.OK
 
 
@@ -360,7 +441,7 @@ def debug_command(ctx: Ctx, argv: list[bytes]) -> bytes:
     sub = argv[1].lower()
     if sub == b"populate":
         return populate(ctx, int(argv[2]), argv[3], int(argv[4]))
-    value = ctx.db.lookup(argv[2], ctx.slot)
+    value = ctx.db.peek(argv[2], ctx.slot)       # dbFind: the access clock stays
     if value is None:
         raise CommandError("ERR no such key")
     encoding = OBJECT_ENCODINGS[type(value)](value)
@@ -381,7 +462,10 @@ def debug_command(ctx: Ctx, argv: list[bytes]) -> bytes:
     line = f"Value at:0x{id(value):x} refcount:{refcount} encoding:{encoding.decode()}"
     if not fast:
         line += f" serializedlength:{serialized_length(value, ctx)}"
-    line += f" lru:{int(time.time()) & ((1 << 24) - 1)} lru_seconds_idle:0"
+    from . import keyspace
+    from .evict import idle_ms
+    clock = ctx.db.access.get(argv[2], keyspace.lru_clock)
+    line += f" lru:{clock} lru_seconds_idle:{idle_ms(clock) // 1000 if not ctx.db.lfu else 0}"
     if encoding == b"quicklist":
         line += quicklist_details(value, ctx, fast)
     return resp.status(line.encode())

@@ -77,30 +77,32 @@ def unlink_command(ctx: Ctx, argv: list[bytes]) -> bytes:
     return _delete(ctx, argv)
 
 
-def _count_live(ctx: Ctx, argv: list[bytes]) -> int:
-    """How many of argv[1:] exist (a key named twice counts twice)."""
+def _count_live(ctx: Ctx, argv: list[bytes], touch: bool) -> int:
+    """How many of argv[1:] exist (a key named twice counts twice); TOUCH sets their access
+    time, EXISTS does not (LOOKUP_NOTOUCH)."""
     db, first = ctx.db, ctx.slot
+    read = db.lookup_read if touch else db.peek_read
     found = 0
     for i in range(1, len(argv)):
         key = argv[i]
-        if db.lookup_read(key, first if i == 1 else keyslot(key)) is not None:
+        if read(key, first if i == 1 else keyslot(key)) is not None:
             found += 1
     return found
 
 
 @worker_command("exists")
 def exists_command(ctx: Ctx, argv: list[bytes]) -> bytes:
-    return resp.integer(_count_live(ctx, argv))
+    return resp.integer(_count_live(ctx, argv, False))
 
 
 @worker_command("touch")
 def touch_command(ctx: Ctx, argv: list[bytes]) -> bytes:
-    return resp.integer(_count_live(ctx, argv))
+    return resp.integer(_count_live(ctx, argv, True))
 
 
 @worker_command("type")
 def type_command(ctx: Ctx, argv: list[bytes]) -> bytes:
-    value = ctx.db.lookup_read(argv[1], ctx.slot)
+    value = ctx.db.peek_read(argv[1], ctx.slot)
     return resp.status(b"none" if value is None else type_name(value))
 
 
@@ -180,7 +182,7 @@ def pexpireat_command(ctx: Ctx, argv: list[bytes]) -> bytes:
 def _ttl(ctx: Ctx, key: bytes, milliseconds: bool, absolute: bool) -> bytes:
     """TTL, PTTL, EXPIRETIME and PEXPIRETIME (ttlGenericCommand): -2 missing, -1 no expiry."""
     db, slot = ctx.db, ctx.slot
-    if db.lookup_read(key, slot) is None:
+    if db.peek_read(key, slot) is None:
         return _MINUS_TWO
     when = db.get_expire(key, slot)
     if when is None:
@@ -354,7 +356,6 @@ def keyspace_info(dbs: list[Db]) -> dict[int, tuple[int, int, int]]:
 
 _SHARED_INTEGERS = 10000                 # Valkey's OBJ_SHARED_INTEGERS
 _SHARED_REFCOUNT = resp.integer(2147483647)
-_LFU_INIT_VAL = resp.integer(5)          # a new object's LFU counter (access is not tracked yet)
 _OBJECT_HELP = [resp.status(line) for line in (
     "ENCODING <key>",
     "    Return the kind of internal representation used in order to store the value",
@@ -386,7 +387,7 @@ def _shared_integers_allowed(ctx: Ctx) -> bool:
 
 @worker_command("object|encoding")
 def object_encoding(ctx: Ctx, argv: list[bytes]) -> bytes:
-    value = ctx.db.lookup_read(argv[2], ctx.slot)
+    value = ctx.db.peek_read(argv[2], ctx.slot)
     if value is None:
         return resp.null(ctx.proto)
     return resp.bulk(OBJECT_ENCODINGS[type(value)](value))
@@ -394,7 +395,7 @@ def object_encoding(ctx: Ctx, argv: list[bytes]) -> bytes:
 
 @worker_command("object|refcount")
 def object_refcount(ctx: Ctx, argv: list[bytes]) -> bytes:
-    value = ctx.db.lookup_read(argv[2], ctx.slot)
+    value = ctx.db.peek_read(argv[2], ctx.slot)
     if value is None:
         return resp.null(ctx.proto)
     if type(value) is bytes and len(value) <= 20 and _shared_integers_allowed(ctx):
@@ -406,20 +407,26 @@ def object_refcount(ctx: Ctx, argv: list[bytes]) -> bytes:
 
 @worker_command("object|idletime")
 def object_idletime(ctx: Ctx, argv: list[bytes]) -> bytes:
-    if ctx.db.lookup_read(argv[2], ctx.slot) is None:
+    """Seconds since the key's last access (the LRU clock every lookup sets)."""
+    from .evict import idle_ms
+    db, key = ctx.db, argv[2]
+    if db.peek_read(key, ctx.slot) is None:
         return resp.null(ctx.proto)
     if "lfu" in _policy(ctx):
         raise CommandError(errors.LFU_SELECTED)
-    return ZERO
+    return resp.integer(idle_ms(db.access.get(key, keyspace.lru_clock)) // 1000)
 
 
 @worker_command("object|freq")
 def object_freq(ctx: Ctx, argv: list[bytes]) -> bytes:
-    if ctx.db.lookup_read(argv[2], ctx.slot) is None:
+    """The key's LFU counter, decayed to now (LFUDecrAndReturn)."""
+    db, key = ctx.db, argv[2]
+    if db.peek_read(key, ctx.slot) is None:
         return resp.null(ctx.proto)
     if "lfu" not in _policy(ctx):
         raise CommandError(errors.LFU_NOT_SELECTED)
-    return _LFU_INIT_VAL
+    packed = db.access.get(key)
+    return resp.integer(keyspace.LFU_INIT_VAL if packed is None else keyspace.lfu_counter(packed))
 
 
 @worker_command("object|help")
