@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Startup time with data: N keys saved by redis-server into one dump.rdb, then loaded by
 redis-server (its own "DB loaded from disk" log line) and by shardd (a foreign dump: every
-worker keeps its slots; then again from shardd's own per-worker files).
+worker keeps its slots; then from shardd's own per-worker files), and the same from an AOF
+(appendonly turned on by CONFIG SET, so with the default RDB preamble) on both servers.
 
 Usage: python3 bench/load_time.py [--keys 1000000] [--workers 2]
 Starts and stops its own servers (by PID); needs /usr/bin/redis-server.
@@ -60,6 +61,18 @@ def wait_keys(port: int, n: int, timeout: float = 600) -> float:
     raise RuntimeError("keys did not appear in time")
 
 
+def wait_aof_rewritten(client: redis.Redis, timeout: float = 600) -> None:
+    """Until the AOF that appendonly yes started has been written."""
+    deadline = time.monotonic() + timeout
+    time.sleep(0.2)
+    while time.monotonic() < deadline:
+        info = client.info("persistence")
+        if not info["aof_rewrite_in_progress"] and not info.get("aof_rewrite_scheduled"):
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the AOF rewrite did not finish in time")
+
+
 def redis_load_seconds(logfile: str) -> float:
     match = re.search(r"DB loaded from disk: ([0-9.]+) seconds", Path(logfile).read_text())
     return float(match.group(1)) if match else float("nan")
@@ -81,6 +94,8 @@ def main() -> None:
         proc.kill()
         proc.wait()
         size = os.path.getsize(os.path.join(rdir, "dump.rdb"))
+        rdb_copy = os.path.join(work, "dump.rdb")
+        shutil.copy(os.path.join(rdir, "dump.rdb"), rdb_copy)
 
         log = os.path.join(work, "load.log")
         started = time.monotonic()
@@ -89,24 +104,48 @@ def main() -> None:
         proc.kill()
         proc.wait()
 
-        shutil.copy(os.path.join(rdir, "dump.rdb"), os.path.join(sdir, "dump.rdb"))
+        # The same data as an AOF (redis-server writes it when appendonly is turned on).
+        aof_log = os.path.join(work, "aof.log")
+        proc, port = start_redis(rdir, os.path.join(work, "convert.log"))
+        wait_keys(port, args.keys)
+        r = redis.Redis(port=port)
+        r.config_set("appendonly", "yes")
+        wait_aof_rewritten(r)
+        proc.kill()
+        proc.wait()
+        os.unlink(os.path.join(rdir, "dump.rdb"))
+        started = time.monotonic()
+        proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", rdir,
+                                 "--save", "", "--appendonly", "yes", "--logfile", aof_log])
+        redis_aof_wall = wait_keys(port, args.keys) - started
+        proc.kill()
+        proc.wait()
+
+        shutil.copy(rdb_copy, os.path.join(sdir, "dump.rdb"))
         results = []
-        for label in ("foreign dump.rdb", "own shard files"):
+        for label, extra in (("foreign dump.rdb", ()), ("own shard files", ()),
+                             ("own AOF files", ("--appendonly", "yes"))):
             started = time.monotonic()
-            srv = Server(dir=sdir, workers=args.workers, wait=False)
+            srv = Server(*extra, dir=sdir, workers=args.workers, wait=False)
             try:
                 wall = wait_keys(srv.port, args.keys) - started
                 if label == "foreign dump.rdb":
                     srv.client().save()
+                elif label == "own shard files":
+                    client = srv.client()
+                    client.config_set("appendonly", "yes")
+                    wait_aof_rewritten(client)
             finally:
                 srv.stop()
             results.append((label, wall))
         print(f"# {args.keys:,} string keys, dump.rdb {size / 1e6:.1f} MB, shardd with {args.workers} workers")
-        print(f"redis-server: loaded in {redis_load_seconds(log):.2f} s (its log), "
+        print(f"redis-server (dump.rdb): loaded in {redis_load_seconds(log):.2f} s (its log), "
               f"{redis_wall:.2f} s from start to all keys visible")
+        print(f"redis-server (AOF, RDB preamble): {redis_aof_wall:.2f} s from start to all keys visible")
         for label, wall in results:
+            base = redis_aof_wall if "AOF" in label else redis_wall
             print(f"shardd ({label}): {wall:.2f} s from start to all keys visible "
-                  f"({wall / redis_wall:.1f}x redis-server's)")
+                  f"({wall / base:.1f}x redis-server's)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
