@@ -43,3 +43,17 @@ def arg_range(value: bytes, low: int, high: int) -> int:
 def arg_int(value: bytes) -> int:
     """A C int argument (getIntFromObjectOrReply)."""
     return arg_range(value, -(1 << 31), (1 << 31) - 1)
+
+
+def clamp_range(start: int, end: int, n: int) -> tuple[int, int] | None:
+    """Valkey's index sanitizing for ranges of n elements (LRANGE, ZRANGE …): negative
+    indexes count from the end, both ends are clamped; None when the range is empty."""
+    if start < 0:
+        start += n
+    if end < 0:
+        end += n
+    if start < 0:
+        start = 0
+    if start > end or start >= n:
+        return None
+    return start, min(end, n - 1)

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 from .. import errors, resp
 from ..commands import worker_command
 from ..errors import CommandError
-from ..numbers import LLONG_MAX, LLONG_MIN, arg_ll, arg_range
+from ..numbers import LLONG_MAX, LLONG_MIN, arg_ll, arg_range, clamp_range
 from ..slots import keyslot
 from . import t_keys
 from . import blocking
@@ -456,16 +456,10 @@ def lindex_command(ctx: Ctx, argv: list[bytes]) -> bytes:
 def list_range(lst: List, start: int, end: int) -> list[bytes]:
     """The elements start..end (inclusive, negative from the tail) as LRANGE clamps them."""
     n = len(lst)
-    if start < 0:
-        start += n
-    if end < 0:
-        end += n
-    if start < 0:
-        start = 0
-    if start > end or start >= n:
+    span = clamp_range(start, end, n)
+    if span is None:
         return []
-    if end >= n:
-        end = n - 1
+    start, end = span
     if start <= n - 1 - end:                 # nearer the head: walk from there
         return list(islice(lst, start, end + 1))
     values = list(islice(reversed(lst), n - 1 - end, n - start))

@@ -25,7 +25,7 @@ from .. import errors, resp
 from ..commands import worker_command
 from ..errors import CommandError
 from ..glob import glob_matcher
-from ..numbers import LLONG_MAX, arg_ll, arg_range
+from ..numbers import LLONG_MAX, arg_ll, arg_range, clamp_range
 from ..slots import keyslot
 from . import blocking, t_keys
 from .context import Ctx
@@ -647,16 +647,10 @@ def _window(order: SortedList, lo: int, hi: int, offset: int, limit: int, revers
 def rank_items(zset: ZSet, start: int, end: int, reverse: bool) -> list[tuple[float, bytes]]:
     """ZRANGE by rank with Valkey's index sanitizing (negative from the end, clamped)."""
     n = len(zset)
-    if start < 0:
-        start += n
-    if end < 0:
-        end += n
-    if start < 0:
-        start = 0
-    if start > end or start >= n:
+    span = clamp_range(start, end, n)
+    if span is None:
         return []
-    if end >= n:
-        end = n - 1
+    start, end = span
     if not reverse:
         return zset.order[start:end + 1]
     items = zset.order[n - 1 - end:n - start]
