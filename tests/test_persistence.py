@@ -314,6 +314,11 @@ def test_restarted_worker_answers_loading_until_its_data_is_back(workdir):
         while time.monotonic() < deadline:
             reply = raw.call("GET", probe)
             seen.add(reply[:8])
+            if reply.startswith(b"-LOADING") and b"info" not in seen:
+                info = raw.call("INFO", "persistence")       # answered while loading
+                if b"loading:1" in info:
+                    assert b"loading_loaded_perc:" in info
+                    seen.add(b"info")
             if reply == b"$4\r\nhere\r\n":
                 break
             time.sleep(0.002)

@@ -99,8 +99,12 @@ def section_persistence(proxy, workers, totals) -> list[str]:
     def values(name: str) -> list[int]:
         return [int(w[name]) for w in workers if name in w] or [0]
     in_progress = max(values("rdb_bgsave_in_progress"))
+    loading = max(values("loading"))
+    # While a worker loads, Valkey's loading_* fields: the least advanced loading worker's.
+    progress = [float(w["loading_loaded_perc"]) for w in workers if int(w.get("loading", 0))]
+    loading_fields = [f"loading_loaded_perc:{min(progress):.2f}"] if loading and progress else []
     return [
-        f"loading:{max(values('loading'))}", "async_loading:0", "current_cow_peak:0", "current_cow_size:0",
+        f"loading:{loading}", *loading_fields, "async_loading:0", "current_cow_peak:0", "current_cow_size:0",
         "current_cow_size_age:0", "current_fork_perc:0.00", "current_save_keys_processed:0",
         "current_save_keys_total:0",
         f"rdb_changes_since_last_save:{sum(values('rdb_changes_since_last_save'))}",
