@@ -9,6 +9,7 @@ import random
 import time
 from typing import Any, Callable, Iterator
 
+from ..errors import WRONGTYPE, CommandError
 from ..slots import keyslot
 from .memsize import BYTES_OVERHEAD, EXPIRE_OVERHEAD, KEY_OVERHEAD, value_size
 
@@ -148,6 +149,14 @@ class Db:
             self.misses += 1
         else:
             self.hits += 1
+        return value
+
+    def lookup_as(self, key: bytes, slot: int, kind: type, read: bool = False) -> Any:
+        """The value of key if it is a `kind`, None if missing, WRONGTYPE for another type
+        (read: count a keyspace hit or miss, as read commands do)."""
+        value = self.lookup_read(key, slot) if read else self.lookup(key, slot)
+        if value is not None and type(value) is not kind:
+            raise CommandError(WRONGTYPE)
         return value
 
     def exists(self, key: bytes, slot: int) -> bool:

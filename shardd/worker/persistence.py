@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import traceback
 from typing import Any
 
 from .. import log, resp

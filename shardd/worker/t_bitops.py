@@ -65,10 +65,7 @@ def _bit_offset(ctx: Ctx, arg: bytes, bits: int = 0) -> int:
 
 def _read_string(ctx: Ctx, key: bytes, slot: int) -> bytes | None:
     """A string for reading (counts a keyspace hit/miss): None if missing, WRONGTYPE if not a string."""
-    value = ctx.db.lookup_read(key, slot)
-    if value is not None and type(value) is not bytes:
-        raise CommandError(_WRONGTYPE)
-    return value
+    return ctx.db.lookup_as(key, slot, bytes, read=True)
 
 
 def _popcount(data) -> int:

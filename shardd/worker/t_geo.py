@@ -482,10 +482,7 @@ def _member_position(zset: ZSet, member: bytes) -> tuple[float, float]:
 
 
 def _lookup(ctx: Ctx, key: bytes, slot: int) -> ZSet | None:
-    value = ctx.db.lookup_read(key, slot)
-    if value is not None and type(value) is not ZSet:
-        raise CommandError(errors.WRONGTYPE)
-    return value
+    return ctx.db.lookup_as(key, slot, ZSet, read=True)
 
 
 # -- formatting --------------------------------------------------------------------------------

@@ -108,17 +108,11 @@ def _grown(ctx: Ctx, h: Hash) -> None:
 
 def _read_hash(ctx: Ctx, key: bytes) -> Hash | None:
     """The hash at key (counting a keyspace hit/miss), None if missing, WRONGTYPE otherwise."""
-    h = ctx.db.lookup_read(key, ctx.slot)
-    if h is not None and type(h) is not Hash:
-        raise CommandError(_WRONGTYPE)
-    return h
+    return ctx.db.lookup_as(key, ctx.slot, Hash, read=True)
 
 
 def _write_hash(ctx: Ctx, key: bytes) -> Hash | None:
-    h = ctx.db.lookup(key, ctx.slot)
-    if h is not None and type(h) is not Hash:
-        raise CommandError(_WRONGTYPE)
-    return h
+    return ctx.db.lookup_as(key, ctx.slot, Hash)
 
 
 # -- writes ------------------------------------------------------------------------------------

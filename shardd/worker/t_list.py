@@ -204,10 +204,7 @@ def _fill(ctx: Ctx) -> int:
 
 
 def _lookup_list(ctx: Ctx, key: bytes, slot: int, read: bool = False) -> List | None:
-    value = ctx.db.lookup_read(key, slot) if read else ctx.db.lookup(key, slot)
-    if value is not None and type(value) is not List:
-        raise CommandError(_WRONGTYPE)
-    return value
+    return ctx.db.lookup_as(key, slot, List, read)
 
 
 # -- the pieces the blocking commands share ----------------------------------------------------

@@ -232,17 +232,11 @@ def _ordered_result(ctx: Ctx, members: set, start: int) -> Iterable[bytes]:
 
 def _read_set(db: Db, key: bytes, slot: int) -> Set | None:
     """The set at key (counting a keyspace hit/miss), None if missing, WRONGTYPE otherwise."""
-    s = db.lookup_read(key, slot)
-    if s is not None and type(s) is not Set:
-        raise CommandError(_WRONGTYPE)
-    return s
+    return db.lookup_as(key, slot, Set, read=True)
 
 
 def _write_set(db: Db, key: bytes, slot: int) -> Set | None:
-    s = db.lookup(key, slot)
-    if s is not None and type(s) is not Set:
-        raise CommandError(_WRONGTYPE)
-    return s
+    return db.lookup_as(key, slot, Set)
 
 
 def _members_reply(members: Iterable[bytes], n: int, proto: int) -> bytes:

@@ -820,17 +820,11 @@ def _state_changed(ctx: Ctx, key: bytes) -> None:
 # -- lookups -----------------------------------------------------------------------------------
 
 def _read_stream(ctx: Ctx, key: bytes, slot: int | None = None) -> Stream | None:
-    value = ctx.db.lookup_read(key, ctx.slot if slot is None else slot)
-    if value is not None and type(value) is not Stream:
-        raise CommandError(_WRONGTYPE)
-    return value
+    return ctx.db.lookup_as(key, ctx.slot if slot is None else slot, Stream, read=True)
 
 
 def _write_stream(ctx: Ctx, key: bytes) -> Stream | None:
-    value = ctx.db.lookup(key, ctx.slot)
-    if value is not None and type(value) is not Stream:
-        raise CommandError(_WRONGTYPE)
-    return value
+    return ctx.db.lookup_as(key, ctx.slot, Stream)
 
 
 def _entries_reply(n: int, chunks: list) -> bytes:

@@ -152,10 +152,7 @@ def psetex_command(ctx: Ctx, argv: list[bytes]) -> bytes:
 
 def _read_string(ctx: Ctx, key: bytes) -> bytes | None:
     """The string at key (counting a keyspace hit/miss), None if missing, WRONGTYPE otherwise."""
-    value = ctx.db.lookup_read(key, ctx.slot)
-    if value is not None and type(value) is not bytes:
-        raise CommandError(_WRONGTYPE)
-    return value
+    return ctx.db.lookup_as(key, ctx.slot, bytes, read=True)
 
 
 @worker_command("get")

@@ -276,10 +276,7 @@ t_keys.OBJECT_ENCODINGS[ZSet] = zset_encoding
 
 def _lookup(ctx: Ctx, key: bytes, slot: int, read: bool = True) -> ZSet | None:
     """The zset at key, None if missing, WRONGTYPE for anything else."""
-    value = ctx.db.lookup_read(key, slot) if read else ctx.db.lookup(key, slot)
-    if value is not None and type(value) is not ZSet:
-        raise CommandError(_WRONGTYPE)
-    return value
+    return ctx.db.lookup_as(key, slot, ZSet, read)
 
 
 def store_zset(ctx: Ctx, key: bytes, slot: int, pairs: list[tuple[float, bytes]]) -> int:
