@@ -319,12 +319,12 @@ def test_noeviction_refuses_writes_but_not_reads_or_deletes(m, raw):
     assert m.delete(*stored[:2000]) == 2000
     assert raw.call("SET", "x", "y") == b"+OK\r\n"
     assert m.info("errorstats")["errorstat_OOM"]["count"] >= 2
-    # a transaction's writes are refused when it runs (Valkey refuses the EXEC as a whole;
-    # shardd's worker refuses each denyoom command of it)
+    # out of memory, MULTI queues nothing and the transaction is aborted (Valkey's processCommand;
+    # tests/test_acl_oom_scripts.py has the rest)
     fill(m, [f"n2:{i}" for i in range(5000)])
     assert raw.call("MULTI") == b"+OK\r\n"
-    assert raw.call("SET", "tx", "1") == b"+QUEUED\r\n"
-    assert b"-OOM command not allowed when used memory > 'maxmemory'." in raw.call("EXEC")
+    assert raw.call("SET", "tx", "1") == b"-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+    assert raw.call("EXEC") == b"-EXECABORT Transaction discarded because of previous errors.\r\n"
     assert raw.call("EXISTS", "tx") == b":0\r\n"
 
 

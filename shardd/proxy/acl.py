@@ -68,6 +68,12 @@ SAVE_FAILED = ("ERR There was an error trying to save the ACLs. Please check the
                "information")
 GENPASS_RANGE = (f"ERR ACL GENPASS argument must be the number of bits for the output password, a positive "
                  f"number up to {GENPASS_MAX_BITS}")
+SCRIPT_DENIED = "ERR ACL failure in script: "       # scriptVerifyACL's prefix
+EXEC_DENIED = ("NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. "
+               "This command is no longer allowed for the following reason: ")
+EXEC_REASONS = {DENIED_CMD: "no permission to execute the command or subcommand",
+                DENIED_KEY: "no permission to touch the specified keys",
+                DENIED_CHANNEL: "no permission to access one of the channels used as arguments"}
 AUTH_WITHOUT_PASSWORD = ("ERR AUTH <password> called without any password configured for the default user. "
                          "Are you sure your configuration is correct?")
 
@@ -412,6 +418,8 @@ class User:
     sanitize: bool = True              # sanitize-payload (else skip-sanitize-payload)
     passwords: list[str] = field(default_factory=list)
     selectors: list[Selector] = field(default_factory=list)
+    # permissions_text() once computed (a User is replaced, never changed, when its rules change)
+    permissions: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, name: str, pubsub_all: bool) -> "User":
@@ -493,6 +501,14 @@ class User:
             text += f" ({selector.describe()})"
         return text
 
+    def permissions_text(self) -> bytes:
+        """Its selectors as ACL rules (no flags, no passwords): what a worker needs to check
+        the commands of this user's scripts (`user_from_permissions` reads it back)."""
+        if self.permissions is None:
+            text = self.root.describe() + "".join(f" ({s.describe()})" for s in self.selectors[1:])
+            self.permissions = text.encode("utf-8", "surrogateescape")
+        return self.permissions
+
     def flag_names(self) -> list[str]:
         out = ["on" if self.enabled else "off"]
         if self.nopass:
@@ -521,6 +537,26 @@ class User:
             if result > relevant or (result == relevant and pos > last):
                 relevant, last = result, pos
         return relevant, last
+
+
+def user_from_permissions(name: bytes, permissions: bytes) -> User:
+    """The user `User.permissions_text` describes (its checks only: no flags, no passwords)."""
+    user = User.create(name.decode("utf-8", "surrogateescape"), False)
+    merged, _ = merge_selector_args(permissions.split(b" "))
+    for op in merged or []:
+        user.apply(op, False)
+    return user
+
+
+def script_denial(user: User, spec: CommandSpec, argv: list[bytes]) -> tuple[bytes, int, bytes] | None:
+    """scriptVerifyACL: None when the user may run argv from a script, else (the script's
+    error reply, the ACL LOG reason, the logged object)."""
+    result, pos = user.check(spec, argv)
+    if result == ACL_OK:
+        return None
+    message = denial_message(result, user.name, spec, argv[pos], False)
+    return (resp.error(SCRIPT_DENIED + message), result,
+            argv[pos] if result != DENIED_CMD else spec.name.encode())
 
 
 def merge_selector_args(args: list[bytes]) -> tuple[list[bytes] | None, int]:
@@ -872,14 +908,49 @@ class Acl:
         conn.reject("NOPERM " + denial_message(result, conn.user, spec, argv[pos], False), spec)
         return True
 
+    # -- scripts and transactions ----------------------------------------------------------
+    def script_user(self, conn) -> User | None:
+        """The user whose permissions a script of this client must be checked against; None
+        when it may run everything (the default user: scripts pay nothing)."""
+        if not conn.guarded:
+            return None
+        user = self.users.by_name.get(conn.user)
+        return None if user is None or user.unrestricted else user
+
+    def exec_check(self, conn, argv: list[bytes]) -> tuple[int, int, CommandSpec | None]:
+        """ACLCheckAllPerm of a queued command at EXEC: (result, position, spec)."""
+        user = self.users.by_name.get(conn.user)
+        spec = self.proxy.lookup(argv[0])
+        if user is None or spec is None:
+            return ACL_OK, 0, spec
+        if spec.subcommands and len(argv) > 1:
+            spec = spec.subcommands.get(argv[1].decode("utf-8", "replace").lower(), spec)
+        result, pos = user.check(spec, argv)
+        return result, pos, spec
+
+    def exec_denied(self, conn, queued: list[list[bytes]]) -> bool:
+        """Would EXEC refuse one of the queued commands (the ACL changed since it was queued)?"""
+        return any(self.exec_check(conn, argv)[0] != ACL_OK for argv in queued)
+
+    def exec_denial(self, conn, argv: list[bytes]) -> bytes | None:
+        """execCommand's check of one queued command: its NOPERM reply (logged, context
+        "multi") or None when it may run."""
+        result, pos, spec = self.exec_check(conn, argv)
+        if result == ACL_OK:
+            return None
+        self.add_log(conn, result, argv[pos] if pos else spec.name.encode(), conn.user, "multi")
+        return resp.error(EXEC_DENIED + EXEC_REASONS.get(result, "no permission"))
+
     # -- the ACL log ------------------------------------------------------------------------
-    def add_log(self, conn, reason: int, obj: bytes, username: str) -> None:
-        """addACLLogEntry: a new entry, or a similar recent one counted again."""
+    def add_log(self, conn, reason: int, obj: bytes, username: str, context: str | None = None) -> None:
+        """addACLLogEntry: a new entry, or a similar recent one counted again. `context`:
+        "lua" or "multi" when not where the client is (toplevel, or queueing in MULTI)."""
         from .connection import client_info_line
         stats = self.proxy.limit_stats
         stats[STAT_NAMES[reason]] = stats.get(STAT_NAMES[reason], 0) + 1
         now = int(time.time() * 1000)
-        context = "multi" if conn.multi is not None else "toplevel"
+        if context is None:
+            context = "multi" if conn.multi is not None else "toplevel"
         try:
             cinfo = client_info_line(conn)
         except Exception:  # a client with no socket (internal)

@@ -8,6 +8,11 @@ touches (scratch.py's Db, this process's Lua runtime), before anything the clien
 after it. A script whose keys span workers, or one known to wander, goes to the coordinator
 at once. Either way it is atomic: nothing else runs on the shards it touches meanwhile.
 
+A client whose user may not run everything sends `__script_user <name> <rules>` in front of
+its script (worker/scripting.py checks the script's commands against them); the worker's
+reply then carries the refusals for this proxy's ACL LOG. A script run here is checked
+against the client's user directly. The default user's scripts carry nothing.
+
 SCRIPT LOAD/FLUSH and FUNCTION LOAD/DELETE/FLUSH/RESTORE reach every worker, so that
 EVALSHA and FCALL work wherever a script lands; SCRIPT KILL, FUNCTION KILL and FUNCTION
 STATS ask every worker (the busy one answers from inside its script).
@@ -24,10 +29,11 @@ from ..frames import NO_REPLY
 from ..slots import keyslot
 from ..worker import functions, keyspace, scripting
 from ..worker.blocking import NOWAIT
-from ..worker.scripting import DIVERTED, MARK, NEW_SCRIPT
+from ..worker.scripting import ACL_LOG, DIVERTED, MARK, NEW_SCRIPT
 from .fanout import PLANNERS, Parts, every_worker, to_all
 from .replies import decode_or_raise
 from .scratch import ScratchDb, scratch_ctx
+from .transactions import out_of_memory
 
 SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
 MAX_RUNS = 64            # runs of one script that may each discover keys of other workers
@@ -119,10 +125,29 @@ async def fetch_into(hold, conn, db: int, keys, payloads: dict[bytes, bytes | No
         payloads[key] = decode_or_raise(reply)
 
 
+def user_command(conn) -> list[bytes] | None:
+    """`__script_user` for a client whose user may not run everything, else None."""
+    user = conn.proxy.acl.script_user(conn)
+    if user is None:
+        return None
+    return [b"__script_user", user.name.encode("utf-8", "surrogateescape"), user.permissions_text()]
+
+
+def log_denials(conn, denials: list[tuple[int, bytes]]) -> None:
+    """Commands a script of this client was refused, into the ACL LOG (context "lua")."""
+    acl = conn.proxy.acl
+    for reason, obj in denials:
+        acl.add_log(conn, reason, obj, conn.user, "lua")
+
+
 async def run_across(hold, conn, spec, argv: list[bytes], keys: list[bytes]) -> bytes:
     """The script on fetched copies of the keys it touches (in any db it SELECTs), run again
     each time it finds more; what it wrote goes back to the workers, all in this hold."""
     await ensure_local(hold, conn, argv)
+    oom = out_of_memory(conn, keys)
+    if oom and scripting.denies_oom(spec, argv):
+        return scripting.OOM_REPLY
+    user = conn.proxy.acl.script_user(conn)
     payloads: dict[int, dict[bytes, bytes | None]] = {conn.db: {}}
     await fetch_into(hold, conn, conn.db, keys, payloads[conn.db])
     databases = conn.proxy.config.values["databases"]
@@ -136,6 +161,9 @@ async def run_across(hold, conn, spec, argv: list[bytes], keys: list[bytes]) -> 
         ctx = scratch_ctx(conn, dbs[conn.db], keys[0] if keys else None, NOWAIT)
         ctx.dbs = dbs
         ctx.stats["keys_answers"] = keys_answers
+        ctx.stats["oom"] = oom
+        if user is not None:
+            ctx.stats["script_user"] = (ctx.client_id, user)
         try:
             reply = spec.worker_handler(ctx, argv)
         except CommandError as exc:
@@ -149,6 +177,9 @@ async def run_across(hold, conn, spec, argv: list[bytes], keys: list[bytes]) -> 
                 replies = await hold.run(every_worker(conn, [b"KEYS", pattern]), db=index)
                 keys_answers[index, pattern] = [k for r in replies for k in decode_or_raise(r)]
             continue
+        denials = ctx.stats.pop("acl_denials", None)
+        if denials:
+            log_denials(conn, denials)
         if ctx.stats.get("timed_out"):
             return reply
         for db in dbs:
@@ -179,12 +210,17 @@ def unmark(conn, argv: list[bytes], reply: bytes, worker: int) -> tuple[bytes, b
     if len(reply) < 2 or reply[0] != MARK:
         return reply, False
     flags = reply[1]
+    body = reply[2:]
+    if flags & ACL_LOG:
+        size = int.from_bytes(body[:4], "little")
+        log_denials(conn, pickle.loads(body[4:4 + size]))
+        body = body[4 + size:]
     if flags & NEW_SCRIPT and is_eval_body(argv):
         load_everywhere(conn, argv[1], skip=worker)
     if flags & DIVERTED:
         remember_wanderer(argv)
         return b"", True
-    return reply[2:], False
+    return body, False
 
 
 class ScriptReply:
@@ -240,12 +276,33 @@ def script_command(conn, argv: list[bytes]) -> bytes | None:
         conn.coordinate(steps)
         return None
     worker, slot = where
-    if len(conn.proxy.links) == 1:          # one worker: nothing to move, no markers
-        conn.fanout([(worker, argv, slot)], lambda replies: replies[0])
+    as_user = user_command(conn)
+    if len(conn.proxy.links) == 1:          # one worker: nothing to move, no markers but the ACL's
+        if as_user is None:
+            conn.fanout([(worker, argv, slot)], lambda replies: replies[0])
+        else:
+            conn.fanout([(worker, as_user, slot), (worker, argv, slot)],
+                        lambda replies: unmark(conn, argv, replies[1], worker)[0])
         return None
     entry = conn.hold_place()
-    conn.send_alone(worker, argv, slot, 0, ScriptReply(conn, entry, spec, argv, keys, worker))
+    target = ScriptReply(conn, entry, spec, argv, keys, worker)
+    if as_user is None:
+        conn.send_alone(worker, argv, slot, 0, target)
+    else:
+        send_as_user(conn, worker, as_user, argv, slot, target)
     return None
+
+
+def send_as_user(conn, worker: int, as_user: list[bytes], argv: list[bytes], slot: int, target) -> None:
+    """The script in a frame of its own after its `__script_user` (whose reply is dropped)."""
+    from .server import Entry, FrameBuilder
+    b = FrameBuilder(0)
+    for command in (as_user, argv):
+        b.add_extra(command, slot)
+        b.runs.append(1)
+    proxy = conn.proxy
+    bid = proxy.take_batch_id()
+    proxy.send_frame(worker, bid, b.build(None, bid, conn.id, conn.db, conn.proto), conn, [Entry(), target])
 
 
 def script_in_transaction(conn, argv: list[bytes]):
@@ -257,7 +314,11 @@ def script_in_transaction(conn, argv: list[bytes]):
     async def steps(hold) -> bytes:
         if where is not None and script_id(argv) not in wanderers:
             worker, slot = where
-            (reply,) = await hold.run([(worker, argv, slot)])
+            as_user = user_command(conn)     # the user at EXEC
+            if as_user is None:
+                (reply,) = await hold.run([(worker, argv, slot)])
+            else:
+                _, reply = await hold.run([(worker, as_user, slot), (worker, argv, slot)])
             reply, moved = unmark(conn, argv, reply, worker)
             if not moved:
                 return reply

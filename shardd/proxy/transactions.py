@@ -5,6 +5,12 @@ runs atomically in its worker); with WATCHes on that worker the frame is GUARDed
 runs nothing if a watched key changed. Anything else (several workers, keys spanning workers,
 proxy-local commands) runs under the coordinator: the watched shards are checked and the
 commands run inside one hold, so the transaction is atomic as a whole.
+
+Like Valkey's processCommand and execCommand: while a worker a command would touch is out of
+memory (evict.py publishes it), MULTI refuses to queue the command (the transaction is then
+aborted at EXEC) and EXEC refuses a transaction holding a denyoom command (EXECABORT); and a
+client whose user may not run everything has each queued command checked again at EXEC (the
+ACL may have changed meanwhile): a refused one answers NOPERM in its place of the EXEC reply.
 """
 from __future__ import annotations
 
@@ -13,11 +19,50 @@ from ..commands import BLOCK, LOCAL, MULTI, SINGLE, CommandSpec, proxy_command
 from ..errors import CommandError
 from ..frames import ATOMIC, GUARD, NO_REPLY
 from ..slots import keyslot
+from ..worker.evict import OOM, SCRIPT_COMMANDS, worker_oom
+from ..worker.scripting import denies_oom
 from .fanout import PLANNERS, Parts, all_ok, first_reply, run_plan, split
 from .replies import decode_or_raise
 
 # Commands that act at once inside MULTI instead of being queued.
 IMMEDIATE = frozenset(("exec", "discard", "multi", "watch", "quit", "reset"))
+EXEC_OOM = "EXECABORT Transaction discarded because of: " + OOM
+
+
+def out_of_memory(conn, keys: list[bytes]) -> bool:
+    """Valkey's out_of_memory for a command with these keys: a worker holding one of them is
+    over its share of maxmemory with nothing left to evict (keyless: any worker is)."""
+    proxy = conn.proxy
+    if not proxy.config.values.get("maxmemory"):
+        return False
+    links = proxy.links
+    if not keys:
+        return any(worker_oom(link) for link in links)
+    slotmap = proxy.slotmap
+    return any(worker_oom(links[slotmap[keyslot(key)]]) for key in keys)
+
+
+def keys_of(spec: CommandSpec, argv: list[bytes]) -> list[bytes]:
+    try:
+        return spec.keys(argv)
+    except (IndexError, ValueError, CommandError):     # malformed: the command reports it
+        return []
+
+
+def refused_for_oom(conn, queued: list[list[bytes]]) -> bool:
+    """EXEC's denyoom check: a queued denyoom command whose worker is out of memory. A
+    script is denyoom by its flags (an EVALSHA or FCALL unknown to this proxy is judged by
+    its worker, inside the EXEC)."""
+    for argv in queued:
+        spec = command_spec(conn, argv)
+        if spec is None:
+            continue
+        if "denyoom" not in spec.flags:
+            if spec.name not in SCRIPT_COMMANDS or spec.name.startswith("fcall") or not denies_oom(spec, argv):
+                continue
+        if out_of_memory(conn, keys_of(spec, argv)):
+            return True
+    return False
 
 
 def queue(conn, spec: CommandSpec, argv: list[bytes]) -> bytes:
@@ -37,6 +82,10 @@ def queue(conn, spec: CommandSpec, argv: list[bytes]) -> bytes:
     if "no_multi" in spec.flags:
         conn.multi_error = True
         return resp.error(errors.NOT_IN_MULTI)
+    if conn.proxy.config.values.get("maxmemory") and out_of_memory(conn, keys_of(spec, argv)):
+        conn.multi_error = True          # queueing takes memory: refused, as Valkey does
+        conn.proxy.opstats.rejected(spec)
+        return resp.error(OOM)
     conn.multi.append(argv)
     return resp.QUEUED
 
@@ -99,10 +148,12 @@ def exec_(conn, argv: list[bytes]) -> bytes | None:
     queued, aborted = conn.multi, conn.multi_error
     conn.multi, conn.multi_error = None, False
     watching, conn.watching = conn.watching, set()
-    if aborted:
+    if aborted or (conn.proxy.config.values.get("maxmemory") and refused_for_oom(conn, queued)):
         conn.watching = watching
         unwatch_quietly(conn)
-        return resp.error(errors.EXECABORT)
+        return resp.error(errors.EXECABORT if aborted else EXEC_OOM)
+    if conn.guarded and conn.proxy.acl.exec_denied(conn, queued):
+        return run_plan(conn, exec_steps(conn, queued, watching))
     worker = one_worker(conn, queued)
     if worker is not None and queued and watching <= {worker}:
         return exec_in_one_frame(conn, queued, worker, bool(watching))
@@ -213,6 +264,11 @@ def exec_steps(conn, queued: list[list[bytes]], watching: set[int]):
 
         for argv in queued:
             replies.append(b"")
+            if conn.guarded:        # the ACL may have changed since it was queued (or in this EXEC)
+                denial = conn.proxy.acl.exec_denial(conn, argv)
+                if denial is not None:
+                    replies[-1] = denial
+                    continue
             try:
                 plan = plan_for(conn, argv)
             except CommandError as exc:

@@ -8,6 +8,14 @@ sampled per db (from one random slot at a time, as Valkey's kvstore does), allke
 random by a random key per db in turn; for at most the time maxmemory-eviction-tenacity
 allows, the hz timer going on where a command stopped. When nothing can be evicted (or the
 policy is noeviction), commands flagged denyoom get Valkey's OOM error.
+
+Out of memory now. `Memory.oom` is whether the last check found the worker over its share
+with nothing to evict (Valkey's pre_command_oom_state): scripts read it (scriptVerifyOOM), and
+it is published for the proxies in word OOM_WORD of each proxy×worker epoch block (shared
+memory the proxy reads as `links[w].epoch[OOM_WORD]`), written only when it changes, so MULTI
+can refuse to queue and EXEC can refuse a transaction with denyoom commands, as Valkey's
+processCommand does, without asking the workers. It is set by a command's check and by the
+hz timer, so it may lag a change by one timer tick.
 """
 from __future__ import annotations
 
@@ -20,6 +28,9 @@ from typing import Any
 from .. import log, resp
 from . import keyspace
 from .keyspace import Db
+from .scripting import denies_oom
+
+SCRIPT_COMMANDS = frozenset(("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"))
 
 OOM = "OOM command not allowed when used memory > 'maxmemory'."
 OOM_REPLY = resp.error(OOM)
@@ -27,6 +38,12 @@ STARTUP_BYTES = 1 << 20        # what an empty server counts as used (Valkey's ~
 EVPOOL_SIZE = 16
 OK, RUNNING, FAIL = 0, 1, 2    # performEvictions' EVICT_OK, EVICT_RUNNING, EVICT_FAIL
 NEVER = 1 << 64
+OOM_WORD = 4                   # words 0-3 of an epoch block are the restart handshake
+
+
+def worker_oom(link) -> bool:
+    """The proxy's view: is the worker behind this WorkerLink out of memory now?"""
+    return bool(link.epoch[OOM_WORD])
 
 
 def eviction_time_limit(tenacity: int) -> float:
@@ -52,6 +69,8 @@ class Memory:
         self.exceeded_since = 0.0        # when used memory went over the share (0: not over)
         self.pending = False             # an eviction ran out of time: the loop goes on with it
         self.exceeded_total = 0.0        # seconds spent over it, closed periods
+        self.oom = True                  # out of memory now (published below; forced on first set)
+        self.set_oom(False)
         self.configure()
 
     # -- configuration ---------------------------------------------------------------------
@@ -59,7 +78,7 @@ class Memory:
         values = self.worker.config.values
         shards = max(values.get("__shards__", 1), 1)
         self.maxmemory = values.get("maxmemory", 0)
-        self.limit = self.maxmemory // shards if self.maxmemory else 0
+        self.limit = max(self.maxmemory // shards, 1) if self.maxmemory else 0    # a tiny limit is still one
         self.startup = STARTUP_BYTES // shards
         self.policy = values.get("maxmemory-policy", "noeviction")
         self.samples = max(values.get("maxmemory-samples", 5), 1)
@@ -72,6 +91,15 @@ class Memory:
         keyspace.lfu_decay_time = values.get("lfu-decay-time", 1)
         self.pool.clear()
         self.worker.limited = bool(self.limit)
+        if not self.limit:
+            self.set_oom(False)
+
+    def set_oom(self, oom: bool) -> None:
+        """Out of memory now, or no longer: published to the proxies when it changes."""
+        if oom is not self.oom:
+            self.oom = oom
+            for link in self.worker.links:
+                link.epoch[OOM_WORD] = int(oom)
 
     # -- figures ---------------------------------------------------------------------------
     def used(self) -> int:
@@ -98,13 +126,20 @@ class Memory:
             return False
         worker = self.worker
         # Not inside a transaction or a cross-shard hold: those saw their keys and must keep them.
-        state = self.perform() if worker.serve_now and worker.held_by is None else FAIL
+        if worker.serve_now and worker.held_by is None:
+            state = self.perform()
+        else:
+            state = FAIL
+            if self.policy == "noeviction":      # else it may still evict once the hold ends
+                self.set_oom(True)
         if state != FAIL:
             return False
         if spec.subcommands and len(argv) > 1:
             spec = spec.subcommands.get(argv[1].decode("utf-8", "replace").lower(), spec)
         if "denyoom" not in spec.flags:
-            return False
+            if spec.name not in SCRIPT_COMMANDS or not denies_oom(spec, argv):
+                return False
+            worker.ctx.stats.pop("script_user", None)     # its script does not run
         worker.opstats.rejected(spec)
         worker.opstats.error(OOM_REPLY)
         return True
@@ -120,6 +155,8 @@ class Memory:
             self.note_under()
 
     def note_under(self) -> None:
+        if self.oom:
+            self.set_oom(False)
         if self.exceeded_since:
             self.exceeded_total += time.monotonic() - self.exceeded_since
             self.exceeded_since = 0.0
@@ -131,10 +168,12 @@ class Memory:
             if db.resized:
                 db.settle()
         if not self.over():
+            self.set_oom(False)
             return OK
         if not self.exceeded_since:
             self.exceeded_since = time.monotonic()
         if self.policy == "noeviction":
+            self.set_oom(True)
             return FAIL
         start = time.perf_counter()
         freed = 0
@@ -142,12 +181,14 @@ class Memory:
         while self.over():
             picked = self.pick()
             if picked is None:
+                self.set_oom(True)
                 return FAIL
             db, key, slot = picked
             self.evict(db, key, slot)
             freed += 1
             if freed % 16 == 0 and time.perf_counter() - start > self.time_limit:
                 self.pending = True      # evictionTimeProc: the worker's loop goes on with it
+                self.set_oom(False)
                 return RUNNING
         self.note_under()
         return OK

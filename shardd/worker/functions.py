@@ -20,8 +20,8 @@ from ..errors import CommandError
 from ..glob import glob_matcher
 from . import lua_sandbox
 from .context import Ctx
-from .scripting import (DIVERTED, FLAG_NAMES, NOTBUSY, help_reply, marked, numkeys_of, read_only_run, run,
-                        split_args, text)
+from .scripting import (ALLOW_OOM, FLAG_NAMES, NOTBUSY, finish, help_reply, numkeys_of, read_only_run, run,
+                        split_args, take_script_user, text)
 
 LIBRARY_NAME_ERROR = ("ERR Library names can only contain letters, numbers, or underscores(_) and must be "
                       "at least one character long")
@@ -182,15 +182,16 @@ def load_library_code(code: bytes, replace: bool = True) -> bytes:
 
 @worker_command("fcall", "fcall_ro")
 def fcall_command(ctx: Ctx, argv: list[bytes]) -> bytes:
+    user = take_script_user(ctx)
     fn = CURRENT.functions.get(argv[1].lower())
     if fn is None:
         raise CommandError("ERR Function not found")
     numkeys = numkeys_of(argv, "ERR Bad number of keys provided")
     read_only = read_only_run(fn.flags, argv[0].lower().endswith(b"_ro"))
-    reply, diverted = run(ctx, fn.fn, False, fn.name, read_only, argv, numkeys)
-    if diverted:
-        return marked(b"", DIVERTED)
-    return reply
+    reply, diverted = run(ctx, fn.fn, False, fn.name, read_only, argv, numkeys, user, ALLOW_OOM in fn.flags)
+    if ctx.shard < 0:           # the proxy's cross-shard run: it takes the ACL log itself
+        return reply
+    return finish(ctx, reply, diverted, False)
 
 
 # -- FUNCTION -----------------------------------------------------------------------------------

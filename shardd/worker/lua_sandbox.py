@@ -544,7 +544,7 @@ local function acl_check_cmd(...)
   local r = bridge(OP_ACL, ...)
   if r == ARG_ERROR then error(error_table("Command arguments must be strings or integers"), 0) end
   if not r then error(error_table("Invalid command passed to redis.acl_check_cmd()"), 0) end
-  return true
+  return r == true      -- false: the script's user may not run it
 end
 
 -- Valkey's pcall: an error table with an 'err' string comes back as that string.
@@ -1074,7 +1074,15 @@ class LuaEngine:
         spec = commands.lookup(argv[0])
         if spec is not None and spec.subcommands and len(argv) > 1:
             spec = spec.subcommands.get(argv[1].decode("utf-8", "replace").lower())
-        return spec is not None
+        if spec is None:
+            return False
+        user = getattr(self.session, "user", None)      # scripting.Session: None when unrestricted
+        if user is None:
+            return True
+        try:
+            return user.check(spec, argv)[0] == 0 or 0     # 0 (not false): allowed or not, no error
+        except (IndexError, ValueError):                   # arguments too short to find its keys
+            return True
 
     def _hook(self):
         session = self.session

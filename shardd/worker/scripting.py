@@ -17,6 +17,19 @@ Markers (a reply starting with '!', which no RESP reply does), then the reply pr
     !\\x01<reply>   the script was new to this worker: load it on the others (EVALSHA works
                    anywhere, as on one server)
     !\\x02          the script touched another worker's key: nothing of it remains here
+    !\\x04<n><log><reply>  commands the script's user may not run were refused: <log>, n bytes
+                   (n: 4 bytes, little-endian), is the pickled (reason, object) list for the
+                   proxy's ACL LOG (context "lua")
+Flags combine; the log comes right after the flags byte.
+
+ACL inside scripts. A client whose user may not run everything sends `__script_user <name>
+<rules>` just before its script, in the same frame: the script's commands are checked
+against those rules (parsed once, cached by their text) as scriptCall's scriptVerifyACL does.
+The default user sends nothing and its scripts check nothing.
+
+OOM inside scripts. `Memory.refuses` says whether the worker was out of memory as the script
+started (pre_command_oom_state); a script that has not written yet, and did not declare
+allow-oom, gets the OOM error for a denyoom command (scriptVerifyOOM).
 
 Runaway scripts: past busy-reply-threshold the worker answers other clients' frames with
 BUSY from the Lua count hook (Worker.serve_busy), and honours SCRIPT KILL / FUNCTION KILL
@@ -26,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import pickle
 import time
 from collections import OrderedDict
 from typing import Any
@@ -57,12 +71,16 @@ ARITY_FROM_SCRIPT = b"-ERR Wrong number of args calling command from script\r\n"
 NOSCRIPT_FROM_SCRIPT = b"-ERR This Redis command is not allowed from script\r\n"
 WRITE_FROM_RO_SCRIPT = b"-ERR Write commands are not allowed from read-only scripts.\r\n"
 
-NEW_SCRIPT, DIVERTED = 1, 2          # marker flags
+NEW_SCRIPT, DIVERTED, ACL_LOG = 1, 2, 4   # marker flags
 MARK = 0x21                          # '!'
 LRU_LENGTH = 500                     # EVAL-created scripts kept (eval.c LRU_LIST_LENGTH)
 SCRATCH_TIME_LIMIT = 4.0             # seconds a script may run across shards (the hold's limit is 5)
 FLAG_NAMES = ("no-writes", "allow-oom", "allow-stale", "no-cluster", "allow-cross-slot-keys")
 NO_WRITES = "no-writes"
+ALLOW_OOM = "allow-oom"
+OOM_EXEMPT = frozenset((NO_WRITES, ALLOW_OOM))     # no-writes implies allow-oom
+OOM_REPLY = resp.error("OOM command not allowed when used memory > 'maxmemory'.")
+MAX_SCRIPT_USERS = 256                             # parsed `__script_user` rules kept
 
 # Aborts: why a script stopped before its end.
 KILLED, DIVERT, FATAL, TIMEOUT, EXITING = range(1, 6)
@@ -224,8 +242,13 @@ def sort_reads_keys(argv: list[bytes]) -> bool:
 class Session:
     """One script run: what the bridge serves while its Lua code executes."""
 
-    def __init__(self, ctx: Ctx, eval_mode: bool, funcname: bytes, read_only: bool, argv: list[bytes]) -> None:
+    def __init__(self, ctx: Ctx, eval_mode: bool, funcname: bytes, read_only: bool, argv: list[bytes],
+                 user: Any = None, allow_oom: bool = False) -> None:
         self.ctx = ctx
+        self.user = user                  # the acl.User to check commands against (None: all allowed)
+        self.denials: list[tuple[int, bytes]] = []    # (reason, object) for the ACL LOG
+        # scriptVerifyOOM: out of memory as the script started, and no allow-oom flag
+        self.deny_oom = not allow_oom and out_of_memory(ctx)
         self.eval_mode = eval_mode
         self.funcname = funcname
         self.read_only = read_only
@@ -261,6 +284,12 @@ class Session:
             return ARITY_FROM_SCRIPT
         if "noscript" in spec.flags:
             return NOSCRIPT_FROM_SCRIPT
+        if self.user is not None:
+            from ..proxy.acl import script_denial
+            denied = script_denial(self.user, spec, argv)
+            if denied is not None:
+                self.denials.append(denied[1:])
+                return denied[0]
         if self.read_only and may_write(spec):
             return WRITE_FROM_RO_SCRIPT
         writes = is_write(spec)
@@ -270,6 +299,8 @@ class Session:
             if worker is not None and getattr(worker, "misconf", False):
                 from .main import MISCONF_REPLY     # the last save failed: writes are refused
                 return MISCONF_REPLY
+        if self.deny_oom and not self.dirty and "denyoom" in spec.flags:
+            return OOM_REPLY
         if writes:
             self.dirty = True
         keys = spec.keys(argv) if spec.has_keys() else []
@@ -517,11 +548,80 @@ def read_only_run(flags: frozenset[str] | None, ro: bool) -> bool:
     return ro or (flags is not None and NO_WRITES in flags)
 
 
+def out_of_memory(ctx: Ctx) -> bool:
+    """Was the server out of memory when the running command started (pre_command_oom_state)?
+    A worker knows from its Memory; the proxy's cross-shard run is told in ctx.stats."""
+    worker = ctx.stats.get("worker")
+    if worker is None:
+        return bool(ctx.stats.get("oom"))
+    return worker.limited and worker.memory.oom
+
+
+def denies_oom(spec, argv: list[bytes]) -> bool:
+    """Is this EVAL/EVALSHA/FCALL denyoom (evalGetCommandFlags, fcallGetCommandFlags)? Only a
+    script that declared flags, without no-writes or allow-oom, is; a script unknown here
+    counts as one without flags (its run reports what is wrong)."""
+    name = spec.name
+    if name.startswith("fcall"):
+        from .functions import CURRENT
+        fn = CURRENT.functions.get(argv[1].lower()) if len(argv) > 1 else None
+        flags = None if fn is None else fn.flags
+    elif name.startswith("evalsha"):
+        script = SCRIPTS.get(argv[1].lower()) if len(argv) > 1 else None
+        flags = None if script is None else script.flags
+    elif name.startswith("eval") and len(argv) > 1:
+        try:
+            flags = shebang_flags(argv[1])[0]
+        except CommandError:
+            return False
+    else:
+        return False
+    return flags is not None and not flags & OOM_EXEMPT
+
+
+# -- the user a script runs as --------------------------------------------------------------
+
+SCRIPT_USERS: OrderedDict[tuple[bytes, bytes], Any] = OrderedDict()
+
+
+@internal_command("__script_user", 3)
+def script_user_command(ctx: Ctx, argv: list[bytes]) -> bytes:
+    """`__script_user <name> <rules>`: the client's next command (its script, in this frame)
+    runs as this user. The reply is ignored."""
+    entry = (argv[1], argv[2])
+    user = SCRIPT_USERS.get(entry)
+    if user is None:
+        from ..proxy.acl import user_from_permissions
+        user = SCRIPT_USERS[entry] = user_from_permissions(argv[1], argv[2])
+        while len(SCRIPT_USERS) > MAX_SCRIPT_USERS:
+            SCRIPT_USERS.popitem(last=False)
+    ctx.stats["script_user"] = (ctx.client_id, user)
+    return b""
+
+
+def take_script_user(ctx: Ctx) -> Any:
+    """The user this client's script runs as (None: unrestricted); read once, by the script."""
+    found = ctx.stats.pop("script_user", None)
+    if found is None or found[0] != ctx.client_id:
+        return None
+    return found[1]
+
+
+def acl_log_marker(ctx: Ctx, flags: int) -> tuple[int, bytes]:
+    """(flags, log bytes) for the marker: the script's refused commands, if any."""
+    denials = ctx.stats.pop("acl_denials", None)
+    if not denials:
+        return flags, b""
+    payload = pickle.dumps(denials, pickle.HIGHEST_PROTOCOL)
+    return flags | ACL_LOG, len(payload).to_bytes(4, "little") + payload
+
+
 def run(ctx: Ctx, fn: Any, eval_mode: bool, funcname: bytes, read_only: bool, argv: list[bytes],
-        numkeys: int) -> tuple[bytes, bool]:
-    """Run a compiled script or function: (its reply, whether it must move to the coordinator)."""
+        numkeys: int, user: Any = None, allow_oom: bool = False) -> tuple[bytes, bool]:
+    """Run a compiled script or function: (its reply, whether it must move to the coordinator).
+    Commands the user may not run are left in ctx.stats["acl_denials"]."""
     engine = lua_sandbox.engine()
-    session = Session(ctx, eval_mode, funcname, read_only, argv)
+    session = Session(ctx, eval_mode, funcname, read_only, argv, user, allow_oom)
     keys = argv[3:3 + numkeys]
     args = argv[3 + numkeys:]
     previous = engine.session
@@ -531,6 +631,8 @@ def run(ctx: Ctx, fn: Any, eval_mode: bool, funcname: bytes, read_only: bool, ar
         result = runner(fn, ctx.proto, *engine.pass_arguments(keys, args))
     finally:
         engine.session = previous
+        if session.denials:
+            ctx.stats["acl_denials"] = session.denials
     engine.step_gc()
     if session.fatal_exc is not None:
         exc = session.fatal_exc
@@ -559,8 +661,18 @@ def error_reply(funcname: bytes, result: tuple) -> bytes:
     return resp.error(message)
 
 
-def marked(reply: bytes, flags: int) -> bytes:
-    return bytes((MARK, flags)) + reply
+def marked(reply: bytes, flags: int, log: bytes = b"") -> bytes:
+    return bytes((MARK, flags)) + log + reply
+
+
+def finish(ctx: Ctx, reply: bytes, diverted: bool, created: bool) -> bytes:
+    """A script's reply as the worker sends it: marked when the proxy has work to do."""
+    flags, log = acl_log_marker(ctx, NEW_SCRIPT if created else 0)
+    if diverted:
+        return marked(b"", (flags | DIVERTED) & ~ACL_LOG)     # the rerun logs its own refusals
+    if flags:
+        return marked(reply, flags, log)
+    return reply
 
 
 def multi_worker(ctx: Ctx) -> bool:
@@ -570,6 +682,7 @@ def multi_worker(ctx: Ctx) -> bool:
 
 @worker_command("eval", "evalsha", "eval_ro", "evalsha_ro")
 def eval_command(ctx: Ctx, argv: list[bytes]) -> bytes:
+    user = take_script_user(ctx)
     name = argv[0].lower()
     evalsha = name.startswith(b"evalsha")
     ro = name.endswith(b"_ro")
@@ -582,12 +695,11 @@ def eval_command(ctx: Ctx, argv: list[bytes]) -> bytes:
     else:
         script, created = register(argv[1], from_eval=True)
     read_only = read_only_run(script.flags, ro)
-    reply, diverted = run(ctx, script.fn, True, script.sha, read_only, argv, numkeys)
-    if diverted:
-        return marked(b"", DIVERTED | (NEW_SCRIPT if created else 0))
-    if created and multi_worker(ctx):
-        return marked(reply, NEW_SCRIPT)
-    return reply
+    allow_oom = script.flags is not None and ALLOW_OOM in script.flags
+    reply, diverted = run(ctx, script.fn, True, script.sha, read_only, argv, numkeys, user, allow_oom)
+    if ctx.shard < 0:           # the proxy's cross-shard run: it takes the ACL log itself
+        return reply
+    return finish(ctx, reply, diverted, created and (diverted or multi_worker(ctx)))
 
 
 # -- SCRIPT -----------------------------------------------------------------------------------
