@@ -36,5 +36,7 @@ BLOCKING = 256      # the frame's one command may block (a client's own BLPOP â€
 WAKE_BID = 0xFFFFFFFF
 TRACK = 512         # client tracking: the worker remembers which keys the frame's read-only
                     # commands read, for the frame's client (worker/tracking.py)
+NOTOUCH = 1024      # CLIENT NO-TOUCH: the frame's commands leave the keys' access clocks alone
+                    # (LRU/LFU), TOUCH excepted (worker/no_touch.py)
 GUARD = 32          # EXEC on one worker: if a key the client WATCHes changed, run nothing and
                     # answer every run with an empty body; either way the client's watches end

@@ -112,7 +112,7 @@ def reset(conn, argv: list[bytes]) -> bytes:
     conn.name = b""
     conn.proxy.acl.greet(conn)          # the default user, authenticated if it needs no password
     conn.flags.discard("no-evict")
-    conn.flags.discard("no-touch")
+    set_no_touch(conn, False)
     from .transactions import end_transaction
     end_transaction(conn)
     if conn.pubsub is not None:            # no subscriptions, tracking or MONITOR (pubsub.py)
@@ -140,6 +140,15 @@ def unsent_reply_bytes(conn) -> int:
     return queued + conn.transport.get_write_buffer_size()
 
 
+# What a client costs beside its buffers (CLIENT LIST's rbs): tot-mem and maxmemory-clients.
+CLIENT_OVERHEAD = 1024
+
+
+def client_memory(conn) -> int:
+    """getClientMemoryUsage: the overhead, the pending query and the unsent replies (tot-mem)."""
+    return CLIENT_OVERHEAD + pending_query_bytes(conn) + unsent_reply_bytes(conn)
+
+
 def client_info_line(conn) -> str:
     now = time.time()
     flags = "".join(letter for flag, letter in (("unix", "U"), ("no-evict", "e"), ("no-touch", "T"))
@@ -161,7 +170,7 @@ def client_info_line(conn) -> str:
             f"name={conn.name.decode('utf-8', 'replace')} age={int(now - conn.created)} "
             f"idle={int(now - conn.last_interaction)} flags={flags} db={conn.db} sub={sub} psub={psub} ssub={ssub} "
             f"multi={multi} watch=0 qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 "
-            f"obl=0 oll={sum(1 for e in conn.out if e.data)} omem={omem} tot-mem={1024 + qbuf + omem} "
+            f"obl=0 oll={sum(1 for e in conn.out if e.data)} omem={omem} tot-mem={CLIENT_OVERHEAD + qbuf + omem} "
             f"events={events} cmd={cmd} "
             f"user={conn.user} redir={redir} resp={conn.proto} "
             f"lib-name={conn.lib_name.decode('utf-8', 'replace')} lib-ver={conn.lib_ver.decode('utf-8', 'replace')}")
@@ -358,6 +367,27 @@ def client_no_flag(flag: str):
     return handler
 
 
+def set_no_touch(conn, on: bool) -> None:
+    """CLIENT NO-TOUCH: the client's frames carry NOTOUCH (its reads leave access clocks alone);
+    such a client takes dispatch's general path, where frames get the client's flags."""
+    from ..frames import NOTOUCH
+    if on:
+        conn.flags.add("no-touch")
+    else:
+        conn.flags.discard("no-touch")
+    flags = conn.frame_flags | NOTOUCH if on else conn.frame_flags & ~NOTOUCH
+    if flags != conn.frame_flags:
+        conn.send_frames()           # what came before it goes with the flags it had
+        conn.frame_flags = flags
+        conn.proxy.pubsub.refresh_special(conn)
+
+
+def client_no_touch(conn, argv):
+    _arity(argv, "no-touch", len(argv) == 3)
+    set_no_touch(conn, parse_on_off(argv[2]))
+    return resp.OK
+
+
 def client_help(conn, argv):
     return resp.array([resp.status(line) for line in CLIENT_HELP])
 
@@ -505,7 +535,7 @@ def client_reply(conn, argv):
 CLIENT_SUBCOMMANDS = {
     b"id": client_id, b"setname": client_setname, b"getname": client_getname,
     b"setinfo": client_setinfo, b"info": client_info, b"list": client_list,
-    b"no-evict": client_no_flag("no-evict"), b"no-touch": client_no_flag("no-touch"),
+    b"no-evict": client_no_flag("no-evict"), b"no-touch": client_no_touch,
     b"help": client_help, b"kill": client_kill, b"unblock": client_unblock,
     b"pause": client_pause, b"unpause": client_unpause, b"reply": client_reply,
 }

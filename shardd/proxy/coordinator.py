@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from .. import commands, errors, log, resp
-from ..frames import HOLD, IN_HOLD, NO_REPLY, RELEASE
+from ..frames import HOLD, IN_HOLD, NO_REPLY, NOTOUCH, RELEASE
 from .fanout import Parts
 
 # Parts are (worker, argv, slot); a plan is one round of parts with their merge (Parts), or a
@@ -134,7 +134,9 @@ class Coordinator:
         steps = []
         for waiting in wave:
             if isinstance(waiting.plan, Parts):
-                rounds.setdefault((waiting.conn.db, waiting.conn.proto), []).append(waiting)
+                # CLIENT NO-TOUCH is a frame flag: such clients' rounds go in frames of their own
+                key = (waiting.conn.db, waiting.conn.proto, waiting.conn.frame_flags & NOTOUCH)
+                rounds.setdefault(key, []).append(waiting)
             else:
                 steps.append(self.attempt(Hold(self, waiting.conn, hold_id, held), waiting))
         jobs = [self.one_round(group, Hold(self, group[0].conn, hold_id, held, one_round=True))
@@ -236,6 +238,7 @@ class Hold:
         self.one_round = one_round       # its one run() is all it does (Parts)
         self.unit: bytes | None = None   # its AOF unit id, once a round may write
         self.wrote: set[int] = set()     # workers that ran a round that may write (to commit)
+        self.flags = conn.frame_flags & NOTOUCH   # the client's reads leave access times alone
 
     async def run(self, parts: list[Part], db: int | None = None) -> list[bytes]:
         """Run sub-commands inside the hold (holding each worker on first use); the replies
@@ -248,7 +251,7 @@ class Hold:
         for w, argv, slot in parts:
             b = builders.get(w)
             if b is None:
-                b = builders[w] = FrameBuilder(0, IN_HOLD if w in self.held else HOLD, self.id)
+                b = builders[w] = FrameBuilder(0, (IN_HOLD if w in self.held else HOLD) | self.flags, self.id)
                 if note is not None:
                     b.add_extra(note, slot)
                     b.runs.append(1)
@@ -299,7 +302,7 @@ class Hold:
         builders = {}
         futures = []
         for w in workers:
-            b = builders[w] = FrameBuilder(0, IN_HOLD if w in self.held else HOLD, self.id)
+            b = builders[w] = FrameBuilder(0, (IN_HOLD if w in self.held else HOLD) | self.flags, self.id)
             target = ReplyFuture(self.proxy.loop)
             b.add_extra(note, 0)
             b.runs.append(1)

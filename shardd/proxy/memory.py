@@ -80,6 +80,12 @@ class Overview:
         self.frag_bytes = self.rss - self.used
 
 
+def clients_memory(proxy) -> int:
+    """mem_clients_normal: what this proxy's clients hold (CLIENT LIST's tot-mem, summed)."""
+    from .connection import client_memory
+    return sum(client_memory(c) for c in proxy.clients.values())
+
+
 def memory_lines(proxy, workers: list[dict]) -> list[str]:
     """INFO memory with Valkey 8's field names, then one line per worker."""
     o = Overview(workers)
@@ -106,7 +112,7 @@ def memory_lines(proxy, workers: list[dict]) -> list[str]:
         "rss_overhead_ratio:1.00", "rss_overhead_bytes:0",
         f"mem_fragmentation_ratio:{o.frag:.2f}", f"mem_fragmentation_bytes:{o.frag_bytes}",
         "mem_not_counted_for_evict:0", "mem_replication_backlog:0", "mem_total_replication_buffers:0",
-        "mem_clients_slaves:0", "mem_clients_normal:0", "mem_cluster_links:0", "mem_aof_buffer:0",
+        "mem_clients_slaves:0", f"mem_clients_normal:{clients_memory(proxy)}", "mem_cluster_links:0", "mem_aof_buffer:0",
         "mem_allocator:libc", "mem_overhead_db_hashtable_rehashing:0", "active_defrag_running:0",
         "lazyfree_pending_objects:0", "lazyfreed_objects:0",
     ]

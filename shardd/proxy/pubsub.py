@@ -39,7 +39,7 @@ from functools import lru_cache
 
 from .. import monitor as monitor_lines, resp
 from ..commands import proxy_command
-from ..frames import NO_REPLY
+from ..frames import NO_REPLY, NOTOUCH
 from ..glob import glob_matcher
 from . import peers as peer_links
 from .server import Entry
@@ -226,7 +226,8 @@ class Registry:
     def refresh_special(self, conn) -> None:
         """Whether every command of this client goes past `intercept` (dispatch's general path)."""
         state = conn.pubsub
-        conn.special = self.monitoring or (state is not None and (state.subscribed() or state.tracking is not None))
+        conn.special = (self.monitoring or conn.frame_flags & NOTOUCH != 0   # CLIENT NO-TOUCH
+                        or (state is not None and (state.subscribed() or state.tracking is not None)))
 
     def forget(self, conn) -> None:
         """A client leaves (or RESET): its subscriptions, tracking and monitoring end silently."""

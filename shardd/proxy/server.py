@@ -21,7 +21,7 @@ import hiredis
 
 from .. import commands, errors, log, resp
 from ..commands import SINGLE, CommandSpec
-from ..frames import CLIENTS, EXEC_ALL, FRAMED_REQUEST, REPLY, REQUEST, SECTION, WAKE_BID
+from ..frames import CLIENTS, EXEC_ALL, FRAMED_REQUEST, NOTOUCH, REPLY, REQUEST, SECTION, WAKE_BID
 from ..ring import FrameReader, FrameWriter, Waker
 from ..slots import keyslot
 from ..worker.server_cmds import OpStats, may_replicate
@@ -32,12 +32,17 @@ from .request_parser import RequestParser
 
 
 def suspicious_pattern(max_bulk_len: int) -> re.Pattern:
-    """Reads that must go to the strict parser: a bulk or multibulk header long enough to be
-    over the limit (the strict parser refuses it at the header; hiredis would buffer it), and
-    elements hiredis takes as strings but Valkey refuses (`+`, `(`, `=`). A bulk payload that
-    happens to match only costs the slower path."""
+    """Bulk or multibulk headers long enough to be over the limit: the strict parser refuses
+    them at the header, where hiredis would buffer the payload. Only searched when hiredis is
+    left holding a partial request, or a read is longer than the limit."""
     digits = min(8, len(str(max_bulk_len)))
-    return re.compile(rb"[*$]-?\d{%d,}|\r\n[+(=]" % digits)
+    return re.compile(rb"[*$]-?\d{%d,}" % digits)
+
+
+# Elements hiredis takes as strings but Valkey refuses (`+`, `(`, `=`). The literal prefix keeps
+# the search a memchr-speed scan over every read; a bulk payload that happens to match only
+# costs the slower path.
+NON_BULK_ELEMENT = re.compile(rb"\r\n[+(=]").search
 
 
 # With output buffer limits set, the commands of one client in flight at once: a read holding
@@ -246,10 +251,11 @@ class Proxy:
                       "total_net_output_bytes": 0, "blocked_clients": 0}
         self.start_time = time.time()
         self.queries: dict[int, Query] = {}
-        self.suspicious = suspicious_pattern(config.values["proto-max-bulk-len"]).search
+        self.long_header = suspicious_pattern(config.values["proto-max-bulk-len"]).search
+        self.max_bulk_len = config.values["proto-max-bulk-len"]
         self.opstats = OpStats(config.values, in_proxy=True)
         self.limit_stats = {"client_query_buffer_limit_disconnections": 0,
-                            "client_output_buffer_limit_disconnections": 0}
+                            "client_output_buffer_limit_disconnections": 0, "evicted_clients": 0}
         # CLIENT PAUSE: "write" or "all" until pause_end (unix time); postponed clients wait.
         self.pause_actions: str | None = None
         self.pause_end = 0.0
@@ -258,6 +264,9 @@ class Proxy:
         self.build_names()
         from .acl import Acl
         self.acl = Acl(self)
+        from .client_eviction import configure
+        self.client_eviction = None        # client_eviction.ClientEviction while maxmemory-clients is set
+        configure(self)
 
     def build_names(self) -> None:
         """The command names clients may call, after rename-command."""
@@ -313,13 +322,17 @@ class Proxy:
         self.pubsub.config_set(pairs)
         from .tls import tls_config_set
         tls_config_set(self, pairs, before)
+        self.listeners.config_set(pairs, before)
         self.config_changed()
 
     def config_changed(self) -> None:
-        self.suspicious = suspicious_pattern(self.config.values["proto-max-bulk-len"]).search
+        self.long_header = suspicious_pattern(self.config.values["proto-max-bulk-len"]).search
+        self.max_bulk_len = self.config.values["proto-max-bulk-len"]
         self.opstats.configure(self.config.values)
         for c in self.clients.values():
             c.set_output_limits()
+        from .client_eviction import configure
+        configure(self)
 
     # -- CLIENT PAUSE ----------------------------------------------------------------------
     def pause(self, actions: str, end: float) -> None:
@@ -723,7 +736,7 @@ class Client(asyncio.Protocol):
             return
         if self.strict is not None:
             return self.strict_received(data)
-        if (not self.carry and data[0] != 42) or self.proxy.suspicious(data) is not None:
+        if (not self.carry and data[0] != 42) or NON_BULK_ELEMENT(data) is not None:
             return self.go_strict(data)
         reader = self.reader
         reader.feed(data)
@@ -747,12 +760,20 @@ class Client(asyncio.Protocol):
         except Exception:  # hiredis refusing what it read (or choking on a RESP3 aggregate)
             return self.go_strict(data)
         if reader.has_data():
+            if self.proxy.long_header(data) is not None:
+                return self.go_strict(data)
             raw = None
             self.carry.append(data)
             self.carried += len(cmds)
             if reader.len() > self.proxy.config.values["client-query-buffer-limit"]:
                 return self.query_buffer_overflow(self.carry[0])
+            if self.proxy.client_eviction is not None:
+                self.proxy.client_eviction.grew(self)
+                if self.closed:
+                    return
         else:
+            if len(data) > self.proxy.max_bulk_len and self.proxy.long_header(data) is not None:
+                return self.go_strict(data)
             raw = data if not self.carry else None
             self.carry = []
             self.carried = 0
@@ -823,12 +844,18 @@ class Client(asyncio.Protocol):
         self.reader = hiredis.Reader()
         parser.feed(pending)
         self.drain_strict(skip)
+        eviction = self.proxy.client_eviction
+        if eviction is not None and self.strict is not None and self.strict.buffered() and not self.closed:
+            eviction.grew(self)
 
     def strict_received(self, data: bytes) -> None:
         self.strict.feed(data)
         if self.strict.buffered() > self.proxy.config.values["client-query-buffer-limit"]:
             return self.query_buffer_overflow(data)
         self.drain_strict()
+        eviction = self.proxy.client_eviction
+        if eviction is not None and self.strict is not None and self.strict.buffered() and not self.closed:
+            eviction.grew(self)
 
     # -- limits ----------------------------------------------------------------------------
     def query_buffer_overflow(self, head: bytes) -> None:
@@ -864,7 +891,12 @@ class Client(asyncio.Protocol):
         every flush: it is disconnected at a limit, as in Valkey, before it can pile up more."""
         hard, soft, _ = self.proxy.config.values["client-output-buffer-limit"].get(self.obuf_class, (0, 0, 0))
         self.backlogged = True
-        if not (hard or soft) or self.transport is None:
+        if self.transport is None:
+            return
+        if self.proxy.client_eviction is not None:     # maxmemory-clients: watched while backlogged
+            self.flush_out = self.flush_out_watched
+            self.proxy.client_eviction.grew(self)
+        if not (hard or soft) or self.closed:
             return
         self.flush_out = self.flush_out_watched
         self.transport.pause_reading()
@@ -880,6 +912,9 @@ class Client(asyncio.Protocol):
         Client.flush_out(self)
         if not self.closed:
             self.check_output_limits()
+        eviction = self.proxy.client_eviction
+        if eviction is not None and not self.closed:
+            eviction.grew(self)
 
     def check_output_limits(self) -> None:
         """checkClientOutputBufferLimits for a normal client: over the hard limit, or over the
@@ -1174,7 +1209,7 @@ class Client(asyncio.Protocol):
         self.out.append(entry)
         if flags:   # frame flags apply to the whole frame: these parts get frames of their own
             self.send_frames()
-            self.add_parts(self.builders, 0, entry, parts, merge, flags)
+            self.add_parts(self.builders, 0, entry, parts, merge, flags | (self.frame_flags & NOTOUCH))
             self.send_frames()
         else:
             self.add_parts(self.builders, self.n_raw, entry, parts, merge, self.frame_flags)
@@ -1225,8 +1260,8 @@ class Client(asyncio.Protocol):
             self.dispatch(deferred, None)
 
     def send_alone(self, worker: int, argv: list[bytes], slot: int, flags: int, target) -> None:
-        """One command in a frame of its own (flags apply to it alone)."""
-        b = FrameBuilder(0, flags)
+        """One command in a frame of its own (flags apply to it alone, with CLIENT NO-TOUCH's)."""
+        b = FrameBuilder(0, flags | (self.frame_flags & NOTOUCH))
         b.add_extra(argv, slot)
         b.runs.append(1)
         proxy = self.proxy
@@ -1348,6 +1383,8 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
             return
         proxy.publish_stats()
         proxy.close_idle_clients()
+        if proxy.client_eviction is not None:
+            proxy.client_eviction.check()
         ticks[0] += 1
         if ticks[0] % 10 == 0:
             proxy.snapshots.tick()
@@ -1360,12 +1397,11 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
         inert = inert_directives(config.values)
         if inert:
             log.log("warning", "Accepted but not acted on yet: " + ", ".join(inert))
-    from .tls import Tls, is_tls_listener, wanted
+    from .tls import Tls, wanted
     proxy.tls = Tls(config.values) if wanted(config.values) else None
-    for sock in listeners:
-        backlog = config.values.get("tcp-backlog", 511)
-        context = proxy.tls.listening if proxy.tls is not None and is_tls_listener(sock, config.values) else None
-        loop.run_until_complete(loop.create_server(lambda: Client(proxy), sock=sock, backlog=backlog, ssl=context))
+    from .listeners import Listeners
+    proxy.listeners = Listeners(proxy)
+    proxy.listeners.serve_startup(listeners)
     loop.call_later(0.5, watch_parent)
     try:
         loop.run_forever()

@@ -164,7 +164,7 @@ def section_stats(proxy, workers, totals) -> list[str]:
         f"rejected_connections:{totals['rejected_connections']}", "sync_full:0",
         "sync_partial_ok:0", "sync_partial_err:0", f"expired_keys:{int(w.get('expired_keys', 0))}",
         "expired_stale_perc:0.00", "expired_time_cap_reached_count:0", "expire_cycle_cpu_milliseconds:0",
-        f"evicted_keys:{int(w.get('evicted_keys', 0))}", "evicted_clients:0",
+        f"evicted_keys:{int(w.get('evicted_keys', 0))}", f"evicted_clients:{limits.get('evicted_clients', 0)}",
         f"total_eviction_exceeded_time:{int(w.get('total_eviction_exceeded_time', 0))}",
         f"current_eviction_exceeded_time:{int(max((x.get('current_eviction_exceeded_time', 0) for x in workers), default=0))}",
         f"keyspace_hits:{int(w.get('keyspace_hits', 0))}",

@@ -24,7 +24,7 @@ import struct
 
 from .. import errors, resp
 from ..errors import CommandError
-from ..frames import NO_REPLY, TRACK
+from ..frames import NO_REPLY, NOTOUCH, TRACK
 from ..numbers import string2ll
 
 INVALIDATE_PUSH = b">2\r\n$10\r\ninvalidate\r\n"
@@ -102,9 +102,9 @@ class TrackingRegistry:
         state.tracking = None
         self.clients.pop(conn, None)
         self.bcast.pop(conn, None)
-        if conn.frame_flags:
+        if conn.frame_flags & TRACK:
             conn.send_frames()
-            conn.frame_flags = 0
+            conn.frame_flags &= ~TRACK
         if not conn.closed:
             self.registry.refresh_special(conn)
         self.tell_workers(conn, wait=False)
@@ -138,7 +138,7 @@ class TrackingRegistry:
         if t.bcast:
             return
         tracked = t.caching if t.optin else not t.caching if t.optout else True
-        flags = TRACK if tracked else 0
+        flags = (TRACK if tracked else 0) | (conn.frame_flags & NOTOUCH)
         if flags != conn.frame_flags:
             conn.send_frames()
             conn.frame_flags = flags

@@ -1,8 +1,9 @@
 """DUMP and RESTORE, after Valkey 8's cluster.c (dumpCommand, restoreCommand).
 
 The payload is Redis's: the value's RDB serialization, the RDB version (10, which Redis 7.0,
-7.2 and Valkey 8 all accept) and a CRC64 (shardd.persist.rdb). shardd keeps no access times
-yet, so RESTORE's IDLETIME and FREQ are checked and then ignored.
+7.2 and Valkey 8 all accept) and a CRC64 (shardd.persist.rdb). RESTORE's IDLETIME sets the key's
+LRU clock under an LRU (or non-LFU) policy, FREQ its LFU counter under an LFU policy, as
+objectSetLRUOrLFU: the other one is accepted and has no effect.
 """
 from __future__ import annotations
 
@@ -48,10 +49,11 @@ def dump_with_ttl(ctx: Ctx, argv: list[bytes]) -> bytes:
     return resp.array((resp.bulk(payload), resp.integer(ttl)))
 
 
-def _restore_options(argv: list[bytes]) -> tuple[bool, bool]:
-    """(REPLACE, ABSTTL) from argv[4:]; IDLETIME and FREQ are validated (one of them at most)."""
+def _restore_options(argv: list[bytes]) -> tuple[bool, bool, int, int]:
+    """(REPLACE, ABSTTL, IDLETIME seconds, FREQ) from argv[4:]; -1 for an absent IDLETIME or
+    FREQ (at most one of them may be given)."""
     replace = absttl = False
-    idle = freq = False
+    idle = freq = -1
     i, argc = 4, len(argv)
     while i < argc:
         option = argv[i].lower()
@@ -60,25 +62,37 @@ def _restore_options(argv: list[bytes]) -> tuple[bool, bool]:
             replace = True
         elif option == b"absttl":
             absttl = True
-        elif option == b"idletime" and more >= 1 and not freq:
-            if arg_ll(argv[i + 1]) < 0:
+        elif option == b"idletime" and more >= 1 and freq == -1:
+            idle = arg_ll(argv[i + 1])
+            if idle < 0:
                 raise CommandError(INVALID_IDLETIME)
-            idle = True
             i += 1
-        elif option == b"freq" and more >= 1 and not idle:
-            if not 0 <= arg_ll(argv[i + 1]) <= 255:
+        elif option == b"freq" and more >= 1 and idle == -1:
+            freq = arg_ll(argv[i + 1])
+            if not 0 <= freq <= 255:
                 raise CommandError(INVALID_FREQ)
-            freq = True
             i += 1
         else:
             raise CommandError(errors.SYNTAX)
         i += 1
-    return replace, absttl
+    return replace, absttl, idle, freq
+
+
+def _set_access(db: keyspace.Db, key: bytes, idle: int, freq: int) -> None:
+    """objectSetLRUOrLFU: FREQ under an LFU policy, IDLETIME (seconds) under any other."""
+    if db.lfu:
+        if freq >= 0:
+            db.access[key] = (keyspace.lfu_minutes << 8) | freq
+    elif idle >= 0:
+        clock = keyspace.lru_clock - idle
+        if clock < 0:                  # the clock wraps: the idle time reads back unwrapped
+            clock += keyspace.LRU_CLOCK_MAX
+        db.access[key] = clock & keyspace.LRU_CLOCK_MAX
 
 
 @worker_command("restore")
 def restore_command(ctx: Ctx, argv: list[bytes]) -> bytes:
-    replace, absttl = _restore_options(argv)
+    replace, absttl, idle, freq = _restore_options(argv)
     key, db, slot = argv[1], ctx.db, ctx.slot
     exists = db.lookup(key, slot) is not None
     if exists and not replace:
@@ -102,4 +116,6 @@ def restore_command(ctx: Ctx, argv: list[bytes]) -> bytes:
     if ttl and ttl <= now:
         return resp.OK                 # already expired: nothing stored (the old key is gone)
     db.store_expiring(key, slot, value, ttl or None)
+    if idle >= 0 or freq >= 0:
+        _set_access(db, key, idle, freq)
     return resp.OK

@@ -14,7 +14,7 @@ from time import perf_counter_ns
 import hiredis
 
 from .. import commands, errors, log, resp
-from ..frames import (TRACK, ATOMIC, BLOCKING, CLIENTS, EXEC_ALL, WAKE_BID, FRAMED_REPLY, GUARD, HOLD, IN_HOLD, NO_REPLY, RELEASE, REPLY, REQUEST,
+from ..frames import (NOTOUCH, TRACK, ATOMIC, BLOCKING, CLIENTS, EXEC_ALL, WAKE_BID, FRAMED_REPLY, GUARD, HOLD, IN_HOLD, NO_REPLY, RELEASE, REPLY, REQUEST,
                       SECTION)
 from .coordination import forget_watches, watch_fired
 from ..ring import FrameReader, FrameWriter, Waker
@@ -83,6 +83,7 @@ class Worker:
         self.persistence = Persistence(self)
         self.aof = Aof(self)                 # the AOF (persist/aof.py): logs calls while appendonly is on
         self.tracked_reader = 0              # the client whose reads this frame asks to remember (TRACK)
+        self.no_touch = False                # running a NOTOUCH frame (worker/no_touch.py)
         self.observer: Events | None = None  # set while keyspace notifications or client tracking are on
         self.events = Events(self)           # notifications and tracking invalidations (notify.py)
         self.misconf = False                 # writes refused: the last save failed (MISCONF)
@@ -258,6 +259,9 @@ class Worker:
     def handle(self, frame: bytes, link: ProxyLink) -> None:
         bid, client_id, db, proto, flags, n_exec, n_runs, hold = REQUEST.unpack_from(frame)
         off = REQUEST.size
+        if flags & NOTOUCH and not self.no_touch:
+            from .no_touch import handle
+            return handle(self, frame, link)
         if flags & (HOLD | IN_HOLD | RELEASE) and not self.enter_hold(link, flags, hold):
             # The hold this frame belongs to expired: run nothing, say so for each command.
             if not flags & NO_REPLY:
