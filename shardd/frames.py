@@ -18,6 +18,8 @@ REPLY = struct.Struct("<II")          # batch id, n_runs
 FRAMED_REQUEST = struct.Struct("<QIQBBHIII")
 FRAMED_REPLY = struct.Struct("<QII")
 SECTION = struct.Struct("<QBBHIII")   # client id, db, proto, flags (EXEC_ALL), n_exec, n_runs, RESP bytes
+# A section of one command (EXEC_ALL): SECTION, then its one run count (1) and its slot.
+ONE_COMMAND_SECTION = struct.Struct("<QBBHIIIIH")
 
 EXEC_ALL = 1        # execute every command of the RESP part
 # Control frames (on a worker's control ring, from the proxy holding the coordinator lock):

@@ -21,7 +21,8 @@ import hiredis
 
 from .. import commands, errors, log, resp
 from ..commands import SINGLE, CommandSpec
-from ..frames import CLIENTS, EXEC_ALL, FRAMED_REQUEST, NOTOUCH, REPLY, REQUEST, SECTION, WAKE_BID
+from ..frames import (CLIENTS, EXEC_ALL, FRAMED_REQUEST, NOTOUCH, ONE_COMMAND_SECTION, REPLY, REQUEST, SECTION,
+                      WAKE_BID)
 from ..ring import FrameReader, FrameWriter, Waker
 from ..slots import keyslot
 from ..worker.server_cmds import OpStats, may_replicate
@@ -491,6 +492,11 @@ class Proxy:
                 n = len(slots)
                 conns.append(conn)
                 targets.extend(read_targets)
+                if n == 1 and indices is None:
+                    parts.append(ONE_COMMAND_SECTION.pack(conn.id, conn.db, conn.proto, EXEC_ALL, 1, 1, len(raw),
+                                                          1, slots[0]))
+                    parts.append(raw)
+                    continue
                 flags = EXEC_ALL if indices is None else 0
                 parts.append(SECTION.pack(conn.id, conn.db, conn.proto, flags, n, len(runs), len(raw)))
                 parts.append(array.array("I", runs).tobytes())

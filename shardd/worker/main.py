@@ -328,6 +328,7 @@ class Worker:
         keyspace.refresh_clock()
         self.tracked_reader = 0
         ctx = self.ctx
+        ctx.link = link.index
         reader = self.reader
         dbs = self.dbs
         lengths = array.array("I")
@@ -335,6 +336,20 @@ class Worker:
         for _ in range(n_sections):
             client_id, db, proto, flags, n_exec, n_runs, size = SECTION.unpack_from(frame, off)
             off += SECTION.size
+            ctx.db = dbs[db]
+            ctx.proto = proto
+            ctx.client_id = client_id
+            if n_exec == 1 and flags & EXEC_ALL:
+                # One command (every read without pipelining): its run count is 1, its slot
+                # follows; no arrays to build, its reply is the run's body.
+                ctx.slot = frame[off + 4] | frame[off + 5] << 8
+                off += 6
+                reader.feed(frame, off, size)
+                off += size
+                reply = self.run_command(reader.gets())
+                lengths.append(len(reply))
+                bodies.append(reply)
+                continue
             runs = array.array("I", frame[off:off + 4 * n_runs])
             off += 4 * n_runs
             indices = None
@@ -343,10 +358,6 @@ class Worker:
                 off += 4 * n_exec
             slots = array.array("H", frame[off:off + 2 * n_exec])
             off += 2 * n_exec
-            ctx.db = dbs[db]
-            ctx.proto = proto
-            ctx.client_id = client_id
-            ctx.link = link.index
             reader.feed(frame, off, size)
             off += size
             add_runs(self.execute(reader, slots, indices, n_exec), runs, lengths, bodies)
@@ -366,21 +377,14 @@ class Worker:
 
     def execute(self, reader, slots, indices, n_exec: int) -> list[bytes]:
         ctx = self.ctx
-        lookup = self.lookup
-        limited = self.limited
-        renamed = self.renamed
+        run_command = self.run_command
         replies = []
         append = replies.append
         if indices is None:
             for i in range(n_exec):
                 argv = reader.gets()
                 ctx.slot = slots[i]
-                spec = lookup(argv[0]) or lookup(argv[0].lower())
-                if renamed is not None:
-                    original_argv(renamed, argv)
-                append(OOM_REPLY if limited and self.memory.refuses(spec, argv) else self.call(spec, argv))
-                if self.ready and self.serve_now:
-                    self.blocked.serve_ready()
+                append(run_command(argv))
             return replies
         pos = 0
         for i in range(n_exec):
@@ -391,17 +395,24 @@ class Worker:
             argv = reader.gets()
             pos += 1
             ctx.slot = slots[i]
-            spec = lookup(argv[0]) or lookup(argv[0].lower())
-            if renamed is not None:
-                original_argv(renamed, argv)
-            append(OOM_REPLY if limited and self.memory.refuses(spec, argv) else self.call(spec, argv))
-            if self.ready and self.serve_now:
-                self.blocked.serve_ready()
+            append(run_command(argv))
         # Commands after the last one for us belong to other workers.
         while reader.has_data():
             if reader.gets() is False:
                 break
         return replies
+
+    def run_command(self, argv: list[bytes]) -> bytes:
+        """One command of a frame (ctx set for it): its reply; blocked clients its write made
+        ready are served right after it, unless it is part of a transaction or hold."""
+        lookup = self.lookup
+        spec = lookup(argv[0]) or lookup(argv[0].lower())
+        if self.renamed is not None:
+            original_argv(self.renamed, argv)
+        reply = OOM_REPLY if self.limited and self.memory.refuses(spec, argv) else self.call(spec, argv)
+        if self.ready and self.serve_now:
+            self.blocked.serve_ready()
+        return reply
 
     def send_wake(self, link_index: int, kind: int, client_id: int, body: bytes) -> None:
         """An unasked-for reply: a blocked client was served (or, REMOTE, a key is ready)."""
