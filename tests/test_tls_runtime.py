@@ -181,3 +181,44 @@ def test_port_moves_on_every_proxy(certs):
             c.close()
     finally:
         server.stop()
+
+
+def test_restarted_proxy_listens_where_config_set_moved_the_port():
+    """A proxy the supervisor restarts after CONFIG SET port serves the new port (the
+    supervisor's socket on the old port was shut down), sharing it with the other proxy."""
+    import os
+    import re
+    import signal
+    server = Server(proxies=2)
+    try:
+        r = server.client()
+        new = free_port()
+        assert r.config_set("port", new)
+        time.sleep(0.2)
+        moved = redis.Redis(port=new, socket_timeout=5)
+        info = moved.info("shards")
+        proxies = {int(k[5:]): v["pid"] for k, v in info.items() if re.fullmatch(r"proxy\d+", k)}
+        os.kill(proxies[1], signal.SIGKILL)            # a PID of this test's own server
+
+        def restarted() -> bool:
+            try:
+                got = redis.Redis(port=new, socket_timeout=2).info("shards")
+            except redis.ConnectionError:
+                return False
+            pid = got.get("proxy1", {}).get("pid")
+            return pid not in (None, 0, proxies[1])
+        deadline = time.monotonic() + 15
+        while not restarted() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert restarted()
+        time.sleep(0.3)
+        ids = set()
+        for _ in range(24):
+            c = redis.Redis(port=new, socket_timeout=5)
+            ids.add(c.client_id() % 2)                 # both proxies accept on the new port
+            c.close()
+        assert ids == {0, 1}
+        assert refuses(server.port)
+        server.port = new
+    finally:
+        server.stop()

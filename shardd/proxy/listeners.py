@@ -53,6 +53,16 @@ def bind_tcp(host: str, port: int, backlog: int, shared: bool) -> socket.socket:
     return s
 
 
+def still_current(sock: socket.socket, ports: set[int]) -> bool:
+    """A supervisor's TCP socket still listening on a port the config names (CONFIG SET may
+    have shut it down, or moved its kind to another port)."""
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        return bool(listening) and sock.getsockname()[1] in ports
+    except OSError:
+        return False
+
+
 class Listeners:
     """The sockets one proxy accepts clients on, by kind ("tcp", "tls", "unix")."""
 
@@ -68,13 +78,24 @@ class Listeners:
         return self.proxy.tls.listening if kind == "tls" else None
 
     def serve_startup(self, socks: list[socket.socket]) -> None:
-        """The supervisor's sockets, served before the loop runs."""
+        """The supervisor's sockets, served before the loop runs. A proxy restarted after
+        CONFIG SET moved a listener skips the supervisor's socket that no longer listens (or
+        listens on the old port) and binds the current port itself."""
         loop = self.proxy.loop
         values = self.proxy.config.values
+        ports = {values.get(name) or 0 for name in PORT_NAMES.values()}
         for sock in socks:
             kind = listener_kind(sock, values)
+            if kind != "unix" and not still_current(sock, ports):
+                continue
             self.socks[kind].append(sock)
             self.servers[kind].append(loop.run_until_complete(self.create_server(sock, kind)))
+        for kind, (bind, port) in self.where.items():
+            if port and not self.socks[kind]:
+                try:
+                    self.listen(kind, bind, port)
+                except _Failed:
+                    log.log("warning", f"Could not listen on port {port} ({kind}) after a restart")
 
     def create_server(self, sock: socket.socket, kind: str):
         from .server import Client
