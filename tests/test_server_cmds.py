@@ -392,6 +392,25 @@ def test_client_list(server):
             c.close()
 
 
+def test_client_list_and_kill_type_pubsub(server):
+    """A client subscribed to anything is of type pubsub (getClientType), until it unsubscribes."""
+    me, subscriber = Conn(server), Conn(server)
+    try:
+        sub_id = subscriber.call("CLIENT", "ID")
+        subscriber.call("SUBSCRIBE", "news")
+        assert listed_ids(me.call("CLIENT", "LIST", "TYPE", "pubsub").decode()) == {sub_id}
+        assert sub_id not in listed_ids(me.call("CLIENT", "LIST", "TYPE", "normal").decode())
+        subscriber.call("UNSUBSCRIBE", "news")
+        assert me.call("CLIENT", "LIST", "TYPE", "pubsub") == b""
+        subscriber.call("PSUBSCRIBE", "n*")
+        assert me.call("CLIENT", "KILL", "TYPE", "normal", "ID", sub_id) == 0
+        assert me.call("CLIENT", "KILL", "TYPE", "pubsub") == 1
+        assert subscriber.closed_by_server()
+    finally:
+        me.close()
+        subscriber.close()
+
+
 def test_client_kill(server):
     me, victim, other = Conn(server), Conn(server), Conn(server)
     try:

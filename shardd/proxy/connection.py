@@ -197,9 +197,16 @@ def protected_mode_denies(values: dict, peer, default_nopass: bool | None = None
     return bool(values.get("protected-mode")) and default_nopass and not is_local_address(peer)
 
 
+def client_type(c) -> str:
+    """getClientType for a client of ours: subscribed to any channel or pattern, "pubsub"."""
+    return "pubsub" if c.obuf_class == "pubsub" else "normal"
+
+
 @proxy_query("client_list")
-def local_client_lines(proxy, ids, asker) -> list[tuple[int, str]]:
-    return [(c.id, client_info_line(c)) for c in proxy.clients.values() if ids is None or c.id in ids]
+def local_client_lines(proxy, query: tuple, asker) -> list[tuple[int, str]]:
+    ids, kind = query
+    return [(c.id, client_info_line(c)) for c in proxy.clients.values()
+            if (ids is None or c.id in ids) and (kind is None or client_type(c) == kind)]
 
 
 def client_matches(c, key: bytes, value: bytes) -> bool:
@@ -213,7 +220,7 @@ def client_matches(c, key: bytes, value: bytes) -> bool:
     if key == b"USER":
         return c.user == text
     if key == b"TYPE":
-        return text.lower() == "normal"
+        return text.lower() == client_type(c)
     if key == b"MAXAGE":
         return time.time() - c.created >= int(value)
     return key == b"SKIPME"
@@ -326,6 +333,7 @@ def client_info(conn, argv):
 
 def client_list(conn, argv):
     ids = None
+    wanted_type = None
     i = 2
     while i < len(argv):
         opt = argv[i].upper()
@@ -333,7 +341,9 @@ def client_list(conn, argv):
             kind = argv[i + 1].lower()
             if kind not in CLIENT_TYPES:
                 return resp.error(f"ERR Unknown client type '{argv[i + 1].decode('utf-8', 'replace')}'")
-            if kind != b"normal":
+            if kind in (b"normal", b"pubsub"):
+                wanted_type = kind.decode()
+            else:                          # no replicas or primaries here
                 ids = set()
             i += 2
         elif opt == b"ID" and i + 1 < len(argv):
@@ -351,7 +361,7 @@ def client_list(conn, argv):
     def render(lines: list[str]) -> bytes:
         text = "".join(line + "\n" for line in lines)
         return resp.verbatim(text.encode(), proto)
-    conn.proxy.ask_all(conn, "client_list", ids,
+    conn.proxy.ask_all(conn, "client_list", (ids, wanted_type),
                        lambda answers: render([line for _, line in sorted(sum(answers, []))]))
     return None
 
