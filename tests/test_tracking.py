@@ -274,3 +274,30 @@ def test_redis_py_client_side_cache(server, r, monkeypatch):
         assert wait_until(lambda: cached.get("cached") is None, 5)
     finally:
         cached.close()
+
+
+def test_tracking_table_max_keys(server, r):
+    """Over tracking-table-max-keys, keys leave the table and their readers get invalidations
+    though nobody wrote them (trackingLimitUsedSlots); INFO counts the table."""
+    r.config_set("tracking-table-max-keys", 10)
+    t = RawConnection(server.port)
+    try:
+        t.call("HELLO", "3")
+        t.call("CLIENT", "TRACKING", "ON")
+        names = [f"lim:{i}" for i in range(40)]
+        t.sock.sendall(b"".join(encode("GET", name) for name in names))
+        got = drain(t, 0.5)
+        assert got.count(b"_\r\n") == 40                 # the GET replies, pushes between them
+        invalidated = [name for name in names if f"${len(name)}\r\n{name}\r\n".encode() in got]
+        assert got.count(b">2\r\n$10\r\ninvalidate\r\n") == len(invalidated)
+        assert len(invalidated) >= 40 - 10
+        stats = r.info("stats")
+        assert 1 <= stats["tracking_total_keys"] <= 10
+        assert stats["tracking_total_items"] == stats["tracking_total_keys"]
+        r.config_set("tracking-table-max-keys", 0)    # no limit: nothing more leaves
+        t.sock.sendall(b"".join(encode("GET", name) for name in names))
+        assert drain(t, 0.5) == b"_\r\n" * 40
+        assert r.info("stats")["tracking_total_keys"] == 40
+    finally:
+        t.close()
+        r.config_set("tracking-table-max-keys", 1000000)

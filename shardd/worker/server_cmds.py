@@ -44,6 +44,8 @@ def info(ctx: Ctx, argv: list[bytes]) -> bytes:
         "keyspace_hits": sum(db.hits for db in ctx.dbs),
         "keyspace_misses": sum(db.misses for db in ctx.dbs),
         "expired_keys": sum(db.expired for db in ctx.dbs),
+        "tracking_total_keys": len(ctx.stats["worker"].events.tracking.table),
+        "tracking_total_items": ctx.stats["worker"].events.tracking.items,
         "used_cpu_sys": usage.ru_stime,
         "used_cpu_user": usage.ru_utime,
         "maxrss": usage.ru_maxrss * 1024,

@@ -30,6 +30,7 @@ class WorkerTracking:
         self.worker = events.worker
         self.ctx = events.ctx
         self.table: dict[bytes, dict[int, int]] = {}    # key → {client id: link}
+        self.items = 0                                   # (key, client) pairs in the table
         self.proxies: dict[int, tuple[int, int]] = {}   # link → (has tracking clients, has BCAST clients)
         self.client_links: list[int] = []
         self.bcast_links: list[int] = []
@@ -46,18 +47,43 @@ class WorkerTracking:
         self.bcast_links = [lk for lk, (_, b) in self.proxies.items() if b]
         if not self.client_links:
             self.table.clear()
+            self.items = 0
         keyspace.on_write = self.written if self.client_links else None
         self.events.refresh()
 
     def remember(self, spec, argv: list[bytes], client_id: int, link: int) -> None:
         if "pubsub" in spec.flags:
             return
+        self.note_reads(spec.keys(argv), client_id, link)
+
+    def note_reads(self, keys, client_id: int, link: int) -> None:
+        """These keys were read by this client: it gets an invalidation when one changes."""
         table = self.table
-        for key in spec.keys(argv):
+        for key in keys:
             readers = table.get(key)
             if readers is None:
                 readers = table[key] = {}
-            readers[client_id] = link
+            if client_id not in readers:
+                readers[client_id] = link
+                self.items += 1
+        limit = self.worker.config.values.get("tracking-table-max-keys", 0)
+        if limit and len(table) > max(limit // self.worker.n_shards, 1):
+            self.limit_table(max(limit // self.worker.n_shards, 1))
+
+    def limit_table(self, limit: int) -> None:
+        """trackingLimitUsedSlots: over this worker's share of tracking-table-max-keys, the
+        oldest keys leave the table and their readers get an invalidation, as if written."""
+        table = self.table
+        while len(table) > limit:
+            key = next(iter(table))
+            self.invalidate(key, table.pop(key), 0)
+
+    def invalidate(self, key: bytes, readers: dict[int, int], writer: int) -> None:
+        out = self.out
+        for client_id, link in readers.items():
+            out.setdefault(link, []).append(RECORD.pack(KEY, client_id, writer, len(key)) + key)
+        self.items -= len(readers)
+        self.events.queued = True
 
     def written(self, db, key: bytes | None) -> None:
         """keyspace.on_write: `key` of `db` changed (None: the db was flushed)."""
@@ -65,6 +91,7 @@ class WorkerTracking:
         out = self.out
         if key is None:
             self.table.clear()
+            self.items = 0
             if self.worker.shard == 0 and not self.flushed:
                 self.flushed = True
                 record = RECORD.pack(FLUSH, 0, writer, 0)
@@ -74,9 +101,7 @@ class WorkerTracking:
             return
         readers = self.table.pop(key, None)
         if readers:
-            for client_id, link in readers.items():
-                out.setdefault(link, []).append(RECORD.pack(KEY, client_id, writer, len(key)) + key)
-            self.events.queued = True
+            self.invalidate(key, readers, writer)
         if self.bcast_links:
             record = RECORD.pack(BCAST_KEY, 0, writer, len(key)) + key
             for link in self.bcast_links:
@@ -102,11 +127,5 @@ def tracking_command(ctx, argv: list[bytes]) -> bytes:
 def track_command(ctx, argv: list[bytes]) -> bytes:
     """__track key …: remember these keys as read by the frame's client (reads whose keys
     span workers run under the coordinator; the proxy registers their keys first)."""
-    tracking = ctx.stats["worker"].events.tracking
-    table = tracking.table
-    for key in argv[1:]:
-        readers = table.get(key)
-        if readers is None:
-            readers = table[key] = {}
-        readers[ctx.client_id] = ctx.link
+    ctx.stats["worker"].events.tracking.note_reads(argv[1:], ctx.client_id, ctx.link)
     return resp.OK
