@@ -683,6 +683,10 @@ def test_script_kill_stops_an_endless_loop(busy_server):
         assert raw.call("FUNCTION", "KILL") == \
             b"-BUSY Valkey is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n"
         assert raw.call("FUNCTION", "STATS").startswith(b"-BUSY Valkey is busy running a script.")
+        for shutdown in (["SHUTDOWN"], ["SHUTDOWN", "SAVE"], ["SHUTDOWN", "FORCE"]):   # only NOSAVE stops it
+            assert raw.call(*shutdown) == \
+                b"-BUSY Valkey is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n"
+        assert raw.call("GET", other) == b"$5\r\nalive\r\n"
         assert raw.call("SCRIPT", "KILL") == b"+OK\r\n"
         t.join(5)
         assert not t.is_alive()

@@ -169,20 +169,26 @@ def save_points(points: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def shutdown_saving(conn, flags: set[bytes]) -> bytes | None:
     """SHUTDOWN: save first (SAVE, or save points set and not NOSAVE), then stop; a failed
-    save keeps the server running unless FORCE."""
-    values = conn.proxy.config.values
-    saving = b"SAVE" in flags or (bool(values.get("save")) and b"NOSAVE" not in flags)
-    if not saving:
-        conn.proxy.request_shutdown(save=False)
-        conn.closing = True
+    save keeps the server running unless FORCE. Only NOSAVE stops a server whose worker runs
+    a script past busy-reply-threshold (that worker's BUSY is the reply), as in Valkey."""
+    if b"NOSAVE" in flags:
+        stop_after_reply(conn)
         return None
+    values = conn.proxy.config.values
+    saving = b"SAVE" in flags or bool(values.get("save"))
+    ranges = conn.proxy.info["slot_ranges"]
 
-    def after(reply: bytes) -> bytes:
-        conn.proxy.request_shutdown(save=False)
-        conn.closing = True
-        return b""
-
-    def merge(replies: list[bytes]) -> bytes:
+    async def steps(hold) -> bytes:
+        # A busy worker's script hook answers any command BUSY; __dirty only reads.
+        probes = await hold.run([(w, [b"__dirty"], lo) for w, (lo, _) in enumerate(ranges)])
+        busy = next((reply for reply in probes if reply.startswith(b"-BUSY")), None)
+        if busy is not None:
+            return busy
+        if not saving:
+            stop_after_reply(conn)
+            return b""
+        log.log("notice", "Saving the final RDB snapshot before exiting.")
+        replies = await hold.run(every_worker(conn, [b"__save"]))
         try:
             worker_replies_ok(replies, resp.OK)
         except errors.CommandError:
@@ -190,6 +196,12 @@ def shutdown_saving(conn, flags: set[bytes]) -> bytes | None:
                 log.log("warning", "Error trying to save the DB, can't exit.")
                 return resp.error(SHUTDOWN_SAVE_FAILED)
         record_layout(conn.proxy)
-        return after(resp.OK)
-    log.log("notice", "Saving the final RDB snapshot before exiting.")
-    return run_plan(conn, Parts(every_worker(conn, [b"__save"]), merge))
+        stop_after_reply(conn)
+        return b""
+    return run_plan(conn, steps)
+
+
+def stop_after_reply(conn) -> None:
+    """The server stops; this client's connection closes once its replies are out."""
+    conn.proxy.request_shutdown(save=False)
+    conn.closing = True
