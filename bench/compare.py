@@ -204,6 +204,13 @@ def redis_server(workdir: Path) -> Server:
     return Server("redis", argv, port, workdir)
 
 
+def floor_server(workdir: Path) -> Server:
+    """floor_server.py: a uvloop loop that answers without doing anything (--floor)."""
+    port = free_port()
+    return Server("floor", [sys.executable, str(REPO / "bench" / "floor_server.py"), "--port", str(port)],
+                  port, workdir)
+
+
 def shardd_server(workdir: Path, workers: int, io_threads: int | None) -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "shardd", "--port", str(port),
@@ -379,6 +386,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 round, 20000 / 200000 requests")
     p.add_argument("--json", metavar="PATH", help="also write results as JSON here")
+    p.add_argument("--floor", action="store_true",
+                   help="also run floor_server.py: a uvloop loop answering without work")
     args = p.parse_args(argv)
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 3)
@@ -438,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shardd-bench-") as tmp:
         servers = [redis_server(Path(tmp))]
         servers += [shardd_server(Path(tmp), w, args.io_threads) for w in workers]
+        if args.floor:
+            servers.append(floor_server(Path(tmp)))
         try:
             for server in servers:
                 server.start()

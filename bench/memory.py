@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Memory per key: shardd against Debian's redis-server, for small hashes, sets and sorted sets.
+"""Memory per key: shardd against Debian's redis-server (shardd issue 11's memory targets).
 
-Starts redis-server and shardd (2 workers) on free ports, each in a temporary directory with no
-persistence, loads N small hashes (5 fields), N small sets (5 members) and N small sorted sets
-(5 members; skipped where ZADD is not implemented) with pipelined redis-py, and prints the bytes
-per key each type added to INFO memory's used_memory, for both servers, and their ratio.
+For each type, starts redis-server and shardd (2 workers by default) afresh on free ports, each
+in a temporary directory with no persistence, loads the keys over one pipelined raw-RESP
+connection and prints the growth of the processes' PSS from the empty server, per key:
 
-redis-server's used_memory counts its allocations; shardd's is the growth of its processes' RSS
-since their first INFO (taken before loading), so it includes Python's object and allocator
-overheads. The types are loaded one after another and each one's share is the delta.
+* strings: N keys like redis-benchmark's (`key:000000123456`) with 16-byte values (SET);
+* hash / set / zset: N/5 keys (`--small-n`) of 5 fields or members (HSET, SADD, ZADD).
 
-Usage: python3 bench/memory.py [--n N] [--batch B] [--workers W]
+PSS (psutil memory_full_info().pss) is summed over the server's process and every process it
+started, so shardd's shared memory (rings) counts once. INFO used_memory is printed beside it
+for reference (redis: its allocations; shardd: its own estimate, memsize.py). The target is a
+PSS ratio shardd/redis of at most 2.
+
+Usage: python3 bench/memory.py [--n N] [--small-n N] [--types strings,hash,set,zset]
+                               [--batch B] [--workers W]
 Only the processes this script started are stopped at the end.
 """
 from __future__ import annotations
@@ -68,6 +72,21 @@ class Started:
     def used_memory(self) -> int:
         return int(self.client.info("memory")["used_memory"])
 
+    def pss(self) -> int:
+        """Proportional set size of the process and every process it started."""
+        try:
+            root = psutil.Process(self.popen.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        total = 0
+        for proc in procs:
+            try:
+                total += proc.memory_full_info().pss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period; the same for the children it started."""
         try:
@@ -104,6 +123,10 @@ def start_shardd(workdir: str, workers: int) -> Started:
 
 # -- the data ----------------------------------------------------------------------------------
 
+def string_command(i: int) -> list:
+    return ["SET", f"key:{i:012d}", f"value-{i:010d}"]          # 16-byte values
+
+
 def hash_command(i: int) -> list:
     args: list = ["HSET", f"hash:{i}"]
     for j in range(FIELDS):
@@ -122,86 +145,107 @@ def zset_command(i: int) -> list:
     return args
 
 
-TYPES: list[tuple[str, Callable[[int], list]]] = [
-    ("hash", hash_command), ("set", set_command), ("zset", zset_command)]
+# name → (command maker, whether it takes --n (True) or --small-n keys)
+TYPES: dict[str, tuple[Callable[[int], list], bool]] = {
+    "strings": (string_command, True), "hash": (hash_command, False),
+    "set": (set_command, False), "zset": (zset_command, False)}
 
 
-def supported(client: redis.Redis, make: Callable[[int], list]) -> bool:
-    """Does the server implement the command (an unknown-command error says no)?"""
-    args = make(-1)
-    try:
-        client.execute_command(*args)
-    except redis.ResponseError as exc:
-        if "unknown command" in str(exc).lower():
-            return False
-        raise
-    client.delete(args[1])
-    return True
+def encode(args: list) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
-def load(client: redis.Redis, make: Callable[[int], list], n: int, batch: int) -> float:
-    """Send n commands in pipelined batches; returns the seconds it took."""
+def load(port: int, make: Callable[[int], list], n: int, batch: int) -> float:
+    """Send n commands in pipelined batches over one raw connection (every reply is one line);
+    returns the seconds it took. Raises on an error reply."""
     began = time.monotonic()
-    for start in range(0, n, batch):
-        pipe = client.pipeline(transaction=False)
-        for i in range(start, min(start + batch, n)):
-            pipe.execute_command(*make(i))
-        pipe.execute()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        for start in range(0, n, batch):
+            count = min(start + batch, n) - start
+            sock.sendall(b"".join(encode(make(i)) for i in range(start, start + count)))
+            received = b""
+            while received.count(b"\r\n") < count:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    raise RuntimeError("connection closed while loading")
+                received += chunk
+            if b"-" in received and (received.startswith(b"-") or b"\n-" in received):
+                raise RuntimeError(f"error reply while loading: {received[:200]!r}")
     return time.monotonic() - began
 
 
-def measure(server: Started, n: int, batch: int) -> dict[str, tuple[float, float, bytes]]:
-    """type → (bytes per key, load seconds, OBJECT ENCODING of a sample key)."""
-    client = server.client
-    client.flushall()
-    results: dict[str, tuple[float, float, bytes]] = {}
-    before = server.used_memory()          # on shardd this first INFO also sets the baseline
-    for name, make in TYPES:
-        if not supported(client, make):
-            print(f"  {server.name}: {name} skipped ({make(0)[0]} is not implemented)", file=sys.stderr)
-            continue
-        seconds = load(client, make, n, batch)
-        time.sleep(0.5)                    # let RSS figures settle
-        after = server.used_memory()
-        encoding = client.object("encoding", make(0)[1]) or b"?"
-        results[name] = ((after - before) / n, seconds, encoding)
-        print(f"  {server.name}: {name} {n} keys in {seconds:.1f} s, "
-              f"{(after - before) / n:.0f} B/key ({encoding.decode()})", file=sys.stderr)
-        before = after
-    return results
+def settle(server: Started) -> tuple[int, int]:
+    """(PSS, used_memory) once the figures stop moving (bounded)."""
+    time.sleep(0.5)
+    last = server.pss()
+    for _ in range(10):
+        time.sleep(0.5)
+        now = server.pss()
+        if abs(now - last) < (1 << 20):
+            break
+        last = now
+    return server.pss(), server.used_memory()
+
+
+def measure(server: Started, make: Callable[[int], list], n: int, batch: int) -> dict:
+    """One type's figures on a fresh, empty server."""
+    server.client.flushall()
+    pss0, used0 = settle(server)
+    seconds = load(server.port, make, n, batch)
+    pss1, used1 = settle(server)
+    encoding = server.client.object("encoding", make(0)[1]) or b"?"
+    result = {"pss": (pss1 - pss0) / n, "used": (used1 - used0) / n, "seconds": seconds,
+              "encoding": encoding.decode()}
+    print(f"  {server.name}: {n} keys in {seconds:.1f} s, PSS {result['pss']:.0f} B/key, "
+          f"used_memory {result['used']:.0f} B/key ({result['encoding']})", file=sys.stderr)
+    return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=1_000_000, help="keys per type (default 1000000)")
+    parser.add_argument("--n", type=int, default=1_000_000, help="string keys (default 1000000)")
+    parser.add_argument("--small-n", type=int, default=200_000,
+                        help="hash/set/zset keys (default 200000)")
+    parser.add_argument("--types", default=",".join(TYPES),
+                        help="comma-separated: " + ",".join(TYPES))
     parser.add_argument("--batch", type=int, default=1000, help="commands per pipeline")
     parser.add_argument("--workers", type=int, default=2, help="shardd worker processes")
     args = parser.parse_args()
-    results: dict[str, dict] = {}
+    names = [t.strip() for t in args.types.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TYPES]
+    if unknown:
+        parser.error(f"unknown types: {', '.join(unknown)}")
+    results: dict[str, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="shardd-memory-") as workdir:
-        for name, starter in (("redis", lambda: start_redis(os.path.join(workdir, "redis"))),
-                              ("shardd", lambda: start_shardd(os.path.join(workdir, "shardd"),
-                                                              args.workers))):
-            os.makedirs(os.path.join(workdir, name), exist_ok=True)
-            print(f"{name}: loading {args.n} keys per type", file=sys.stderr)
-            server = starter()
-            try:
-                results[name] = measure(server, args.n, args.batch)
-            finally:
-                server.stop()
+        for name in names:
+            make, big = TYPES[name]
+            n = args.n if big else args.small_n
+            for server_name, starter in (
+                    ("redis", lambda d: start_redis(d)),
+                    ("shardd", lambda d: start_shardd(d, args.workers))):
+                directory = os.path.join(workdir, f"{server_name}-{name}")
+                os.makedirs(directory, exist_ok=True)
+                print(f"{server_name}: loading {n} {name} keys", file=sys.stderr)
+                server = starter(directory)
+                try:
+                    results.setdefault(name, {})[server_name] = measure(server, make, n, args.batch)
+                finally:
+                    server.stop()
     version = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True).stdout.split()
-    print(f"N = {args.n} keys per type, {FIELDS} fields/members each; shardd with {args.workers} "
-          f"workers; redis-server {version[2].removeprefix('v=') if len(version) > 2 else '?'}")
-    print(f"{'type':<6} {'redis B/key':>12} {'encoding':>10} {'shardd B/key':>13} {'encoding':>10} "
-          f"{'ratio':>7} {'redis load s':>13} {'shardd load s':>14}")
-    for name, _ in TYPES:
-        if name not in results["redis"] or name not in results["shardd"]:
-            print(f"{name:<6} {'skipped (not implemented in shardd)':>40}")
-            continue
-        r_bytes, r_secs, r_enc = results["redis"][name]
-        s_bytes, s_secs, s_enc = results["shardd"][name]
-        print(f"{name:<6} {r_bytes:>12.0f} {r_enc.decode():>10} {s_bytes:>13.0f} {s_enc.decode():>10} "
-              f"{s_bytes / r_bytes:>6.2f}x {r_secs:>13.1f} {s_secs:>14.1f}")
+    print(f"strings: {args.n} keys, 16-byte values; hash/set/zset: {args.small_n} keys of {FIELDS} "
+          f"fields/members; shardd with {args.workers} workers; redis-server "
+          f"{version[2].removeprefix('v=') if len(version) > 2 else '?'}; B/key = PSS growth / keys")
+    print(f"{'type':<8} {'redis B/key':>11} {'used_mem':>9} {'encoding':>10} {'shardd B/key':>12} "
+          f"{'used_mem':>9} {'encoding':>10} {'ratio':>6} {'redis s':>8} {'shardd s':>9}")
+    for name in names:
+        r, s = results[name]["redis"], results[name]["shardd"]
+        print(f"{name:<8} {r['pss']:>11.0f} {r['used']:>9.0f} {r['encoding']:>10} {s['pss']:>12.0f} "
+              f"{s['used']:>9.0f} {s['encoding']:>10} {s['pss'] / r['pss']:>5.2f}x "
+              f"{r['seconds']:>8.1f} {s['seconds']:>9.1f}")
     return 0
 
 

@@ -7,6 +7,7 @@ that dies, and shuts everything down on SIGTERM/SIGINT or a client's SHUTDOWN.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import pickle
 import selectors
@@ -24,8 +25,11 @@ from .persist import LOAD_FAILED_EXIT
 from .process import die_with_parent
 from .slots import slot_map, slot_ranges
 
-REQUEST_RING = 4 << 20
-REPLY_RING = 4 << 20
+# A loop turn's frame is tens of KB even with 50 clients pipelining 16 commands, and frames
+# larger than a ring cross it in pieces; every page a ring has used stays resident (shared
+# memory), so rings cost their full size per proxy × worker pair once traffic went round them.
+REQUEST_RING = 1 << 20
+REPLY_RING = 1 << 20
 CONTROL_RING = 256 << 10
 SAVE_GRACE = 120.0          # seconds a stopping worker may take to save its snapshot
 
@@ -298,6 +302,11 @@ class Supervisor:
 
     def _fork(self, role: str, cpulist: str, index: int, body) -> int:
         """Fork a child that runs body() (pinned per `cpulist` when set) and never returns."""
+        # What the supervisor holds now leaves the collector's generations: the children's
+        # collections would otherwise write to every inherited object and copy its page
+        # (about 10 MB per child).
+        gc.collect()
+        gc.freeze()
         pid = os.fork()
         if pid:
             return pid

@@ -874,7 +874,7 @@ def key_state(aof: "Aof", db, key: bytes) -> list[bytes]:
     when = db.get_expire(key, slot)
     if type(value) is bytes:
         return [b"SET", key, value] if when is None else [b"SET", key, value, b"PXAT", b"%d" % when]
-    payload = rdb.dump_value(value, aof.config.get("rdbcompression", True),
+    payload = rdb.dump_value(keyspace.unpacked(value), aof.config.get("rdbcompression", True),
                              aof.config.get("list-max-listpack-size", -2))
     return [b"RESTORE", key, b"%d" % (when or 0), payload, b"REPLACE", b"ABSTTL"]
 
@@ -1078,6 +1078,7 @@ def key_commands(key: bytes, value: Any, when: int | None, config: dict) -> list
     from ..worker.t_list import List
     from ..worker.t_set import Set
     from ..worker.t_zset import ZSet
+    value = keyspace.unpacked(value)        # a small container rests packed in the keyspace
     kind = type(value)
     if kind is bytes:
         out = [[b"SET", key, value]]

@@ -31,6 +31,7 @@ from .. import REDIS_VERSION
 from ..dtoa import d2string
 from ..numbers import string2ll
 from ..worker import t_list
+from ..worker.keyspace import unpacked
 from ..worker.t_hash import Hash, shared_name
 from ..worker.t_list import (LP_EMPTY_BYTES, SIZE_ESTIMATE_OVERHEAD, List, entry_size,
                              exceeds_node_limit, list_from_quicklist)
@@ -531,6 +532,7 @@ class RdbWriter:
             out += encode_string(key, self.compress)
             out += encode_string(value, self.compress)
         else:
+            value = unpacked(value)          # a small container rests packed in the keyspace
             encoder = self.encoder
             rdbtype = encoder.value_type(value) if type(value) not in EXTRA_WRITERS else None
             if rdbtype is None:

@@ -100,7 +100,7 @@ def swapdb(ctx: Ctx, argv: list[bytes]) -> bytes:
     first, second = dbs[a], dbs[b]
     first.touch_all(second)
     second.touch_all(first)
-    for name in ("data", "expires", "size", "volatile", "used", "access", "sized", "resized"):
+    for name in keyspace.Db.CONTENT:
         va, vb = getattr(first, name), getattr(second, name)
         setattr(first, name, vb)
         setattr(second, name, va)

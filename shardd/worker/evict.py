@@ -28,6 +28,7 @@ from typing import Any
 from .. import log, resp
 from . import keyspace
 from .keyspace import Db
+from .packed import IDLE_S
 from .scripting import denies_oom
 
 SCRIPT_COMMANDS = frozenset(("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"))
@@ -69,6 +70,7 @@ class Memory:
         self.exceeded_since = 0.0        # when used memory went over the share (0: not over)
         self.pending = False             # an eviction ran out of time: the loop goes on with it
         self.exceeded_total = 0.0        # seconds spent over it, closed periods
+        self.packed_at = 0               # keyspace.now_ms of the last Db.pack_idle pass
         self.oom = True                  # out of memory now (published below; forced on first set)
         self.set_oom(False)
         self.configure()
@@ -145,9 +147,14 @@ class Memory:
         return True
 
     def tick(self) -> None:
-        """The hz timer: estimates up to date; eviction goes on where a command's stopped."""
+        """The hz timer: estimates up to date; eviction goes on where a command's stopped;
+        about once a second, idle unpacked values are packed again."""
         for db in self.dbs:
             db.compact_access()
+        if keyspace.now_ms - self.packed_at >= 1000:
+            self.packed_at = keyspace.now_ms
+            for db in self.dbs:
+                db.pack_idle(IDLE_S)
         used = self.used()
         if self.limit and used > self.limit and self.worker.held_by is None:
             self.perform()
@@ -267,17 +274,18 @@ class Memory:
         n = len(d)
         start = random.randrange(n - self.samples + 1) if n > self.samples else 0
         keys = list(islice(d, start, start + self.samples))
-        access = db.access
+        clock_of = db.access_clock
         policy = self.policy
         pool = self.pool
         for key in keys:
             if policy == "volatile-ttl":
                 score = NEVER - d[key]
             elif db.lfu:
-                packed = access.get(key)
+                packed = clock_of(key, slot)
                 score = 255 - (keyspace.LFU_INIT_VAL if packed is None else keyspace.lfu_counter(packed))
             else:
-                score = idle_ms(access.get(key, keyspace.lru_clock))
+                clock = clock_of(key, slot)
+                score = idle_ms(keyspace.lru_clock if clock is None else clock)
             if len(pool) >= EVPOOL_SIZE and score <= pool[0][0]:
                 continue
             bisect.insort(pool, (score, db.index, slot, key))

@@ -2,6 +2,11 @@
 
 Values: bytes for strings; other types are Python containers. Expiry times are absolute
 unix milliseconds, kept per slot beside the data so the active cycle can walk slot by slot.
+
+Small containers (Valkey's listpack/intset range) rest packed: one bytes-subclass object per
+value (packed.py), registered by their type's module in PACKERS/UNPACKERS. lookup() and peek()
+hand out the container, unpacked in place and noted in `resized`; settle() packs it again. So a
+packed value is never seen by a command; code reading `data` directly uses unpacked().
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Any, Callable, Iterator
 from ..errors import WRONGTYPE, CommandError
 from ..slots import keyslot
 from .memsize import BYTES_OVERHEAD, EXPIRE_OVERHEAD, KEY_OVERHEAD, value_size
+from .packed import pack as pack_value, unpack as unpack_value
 
 # The worker refreshes this once per batch: Valkey too evaluates expiry against one cached
 # clock per command/event, and reading the clock per key would be a syscall per lookup.
@@ -37,6 +43,17 @@ lfu_minutes: int = (now_ms // 60000) & 0xFFFF
 lfu_log_factor = 10
 lfu_decay_time = 1
 NEW_STRING_KEY = KEY_OVERHEAD + BYTES_OVERHEAD      # a new key's bytes beside its length and its value's
+
+# container class → fn(value): (packed class, its elements), or None while the value must
+# stay a container; packed class → fn(elements): a new container. Filled by t_hash, t_set, t_zset.
+PACKERS: dict[type, Callable[[Any], tuple[type, Any] | None]] = {}
+UNPACKERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def unpacked(value: Any) -> Any:
+    """The value as commands see it (for code reading `Db.data` directly: RDB, AOF)."""
+    unpack = UNPACKERS.get(value.__class__)
+    return value if unpack is None else unpack(unpack_value(value)[1])
 
 
 def refresh_clock() -> int:
@@ -69,7 +86,10 @@ def lfu_access(packed: int | None) -> int:
 
 class Db:
     __slots__ = ("index", "data", "expires", "size", "volatile", "hits", "misses", "expired",
-                 "watched", "dirty", "blocked", "ready", "changes", "used", "access", "sized", "resized", "lfu")
+                 "watched", "dirty", "blocked", "ready", "changes", "used", "access", "sized", "resized", "warm",
+                 "lfu")
+    # What a db holds, as opposed to who watches or waits on it: what SWAPDB exchanges.
+    CONTENT = ("data", "expires", "size", "volatile", "used", "access", "sized", "resized", "warm")
 
     def __init__(self, index: int, dirty: set[int] | None = None,
                  ready: list[tuple["Db", bytes]] | None = None) -> None:
@@ -91,6 +111,10 @@ class Db:
         self.used = 0
         self.sized: dict[bytes, int] = {}
         self.resized: set[bytes] = set()
+        # Packed values a command unpacked: key → the LRU clock then. They stay containers
+        # while in use and are packed again once idle (pack_idle), so a key read over and
+        # over is not unpacked and packed each time.
+        self.warm: dict[bytes, int] = {}
         # key → last access: the LRU clock, or with `lfu` (an LFU maxmemory-policy) the packed
         # minutes and counter. Every lookup sets it; OBJECT IDLETIME/FREQ and eviction read it.
         self.access: dict[bytes, int] = {}
@@ -112,6 +136,9 @@ class Db:
                 if when is not None and when <= now_ms:
                     self._expire(key, slot)
                     return None
+        cls = value.__class__
+        if cls is not bytes and cls in UNPACKERS:
+            value = self._unpack(d, key, value)
         if self.lfu:
             self.access[key] = lfu_access(self.access.get(key))
         else:
@@ -131,7 +158,37 @@ class Db:
                 if when is not None and when <= now_ms:
                     self._expire(key, slot)
                     return None
+        if value is not None and value.__class__ is not bytes and value.__class__ in UNPACKERS:
+            value = self._unpack(d, key, value)
         return value
+
+    def _unpack(self, d: dict[bytes, Any], key: bytes, packed: Any) -> Any:
+        """Replace a packed value by its container, to be packed again by pack_idle() once
+        idle; its access clock goes back to `access`."""
+        clock, elements = unpack_value(packed)
+        value = d[key] = UNPACKERS[packed.__class__](elements)
+        if clock is not None:
+            self.access[key] = clock
+        self.sized[key] = len(packed) + BYTES_OVERHEAD
+        self.resized.add(key)
+        self.warm[key] = lru_clock
+        return value
+
+    def access_clock(self, key: bytes, slot: int) -> int | None:
+        """The key's access clock (None: none recorded), in `access` or in its packed value."""
+        clock = self.access.get(key)
+        if clock is None:
+            d = self.data.get(slot)
+            value = d.get(key) if d is not None else None
+            if value is not None and value.__class__ in UNPACKERS:
+                clock = unpack_value(value)[0]
+        return clock
+
+    def _held(self, key: bytes, old: Any) -> int:
+        """The bytes counted for a container value being replaced or deleted."""
+        if old.__class__ in UNPACKERS:
+            return len(old) + BYTES_OVERHEAD
+        return self.sized.pop(key, 0)
 
     def peek_read(self, key: bytes, slot: int) -> Any:
         """peek() that counts keyspace hits and misses (TYPE, TTL, EXISTS, OBJECT)."""
@@ -182,8 +239,10 @@ class Db:
         else:
             if self.volatile:
                 self._drop_expire(key, slot)
-            grown = -len(old) if old.__class__ is bytes else BYTES_OVERHEAD - self.sized.pop(key, 0)
+            grown = -len(old) if old.__class__ is bytes else BYTES_OVERHEAD - self._held(key, old)
         if value.__class__ is bytes:
+            grown += len(value)
+        elif value.__class__ in UNPACKERS:      # packed already (a value loaded or moved)
             grown += len(value)
         else:                        # a container: estimated by settle(), it may still be filled
             grown -= BYTES_OVERHEAD
@@ -194,7 +253,8 @@ class Db:
         elif old is None:
             self.access[key] = (lfu_minutes << 8) | LFU_INIT_VAL
         else:                        # an overwrite: Valkey's lookupKeyWrite counts, dbSetValue keeps it
-            self.access[key] = lfu_access(self.access.get(key))
+            self.access[key] = lfu_access(self.access.get(key) if old.__class__ not in UNPACKERS
+                                          else unpack_value(old)[0])
         self.used += grown
         used_total += grown
         self.changes += 1
@@ -222,8 +282,8 @@ class Db:
             grown = len(key) + NEW_STRING_KEY
             self.access[key] = (lfu_minutes << 8) | LFU_INIT_VAL if self.lfu else lru_clock
         else:
-            grown = -len(old) if old.__class__ is bytes else BYTES_OVERHEAD - self.sized.pop(key, 0)
-        if value.__class__ is bytes:
+            grown = -len(old) if old.__class__ is bytes else BYTES_OVERHEAD - self._held(key, old)
+        if value.__class__ is bytes or value.__class__ in UNPACKERS:
             grown += len(value)
         else:
             grown -= BYTES_OVERHEAD
@@ -249,7 +309,7 @@ class Db:
             del self.data[slot]
         self.size -= 1
         freed = len(key) + KEY_OVERHEAD + (len(old) + BYTES_OVERHEAD if old.__class__ is bytes
-                                           else self.sized.pop(key, 0))
+                                           else self._held(key, old))
         self.used -= freed
         used_total -= freed
         # The key's access clock stays behind (dropping it costs a dict write per delete):
@@ -328,23 +388,63 @@ class Db:
         self.access = {}
         self.sized = {}
         self.resized = set()
+        self.warm = {}
         return removed
 
     def settle(self) -> int:
-        """Estimate again the containers changed in place since the last call (their keys are
-        in `resized`); the bytes this added to `used`."""
+        """Estimate again the containers changed in place or unpacked since the last call
+        (their keys are in `resized`), packing the small new ones (those unpacked by a command
+        wait for pack_idle); the bytes this added to `used`."""
         global used_total
         grown = 0
-        data, sized = self.data, self.sized
+        data, sized, warm = self.data, self.sized, self.warm
         for key in self.resized:
             d = data.get(keyslot(key))
             value = d.get(key) if d is not None else None
             if value is None or value.__class__ is bytes:
                 continue
+            if key not in warm and value.__class__ in PACKERS:
+                packed = self._pack(d, key, value)
+                if packed is not None:
+                    grown += packed
+                    continue
+            elif value.__class__ in UNPACKERS:
+                continue
             size = value_size(value)
             grown += size - sized.get(key, 0)
             sized[key] = size
         self.resized.clear()
+        self.used += grown
+        used_total += grown
+        return grown
+
+    def _pack(self, d: dict[bytes, Any], key: bytes, value: Any) -> int | None:
+        """Pack a small container in place: the bytes this added to `used` (None: too big to
+        pack, it stays a container)."""
+        parts = PACKERS[value.__class__](value)
+        if parts is None:
+            return None
+        packed = d[key] = pack_value(parts[0], self.access.pop(key, None), parts[1])
+        return len(packed) + BYTES_OVERHEAD - self.sized.pop(key, 0)
+
+    def pack_idle(self, idle_s: int) -> int:
+        """Pack again the values commands unpacked that nobody used for `idle_s` seconds (by
+        the LRU clock; under an LFU policy by when they were unpacked); the bytes this added
+        to `used`. Called about once a second."""
+        global used_total
+        if self.resized:
+            self.settle()
+        grown = 0
+        data, access, lfu = self.data, self.access, self.lfu
+        for key, since in list(self.warm.items()):
+            last = since if lfu else access.get(key, since)
+            if (lru_clock - last) & LRU_CLOCK_MAX < idle_s:
+                continue
+            del self.warm[key]
+            d = data.get(keyslot(key))
+            value = d.get(key) if d is not None else None
+            if value is not None and value.__class__ in PACKERS:
+                grown += self._pack(d, key, value) or 0
         self.used += grown
         used_total += grown
         return grown

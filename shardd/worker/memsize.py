@@ -8,6 +8,8 @@ CPython 3.11 (see tests/test_memory.py and bench/README.md for their accuracy ag
 * a key costs its bytes object plus one entry in its slot's dict and one in the db's dict of
   access clocks (a dict entry, with the table's spare room, is ~56 bytes on average);
 * a TTL is an entry in the slot's dict of expiry times plus its int object;
+* a small hash, set or sorted set at rest is packed (packed.py): its packed bytes object, as a
+  string's value (its access clock is in it; the key's access-dict entry is still counted);
 * a container is its own table (sys.getsizeof: the hash table, deque blocks or list array)
   plus its elements: exactly while it is small, else the average of the first `samples`
   elements times its length (Valkey's MEMORY USAGE samples the same way); a hash's field

@@ -26,8 +26,9 @@ from ..errors import CommandError
 from ..glob import glob_matcher
 from ..numbers import LLONG_MAX, LLONG_MIN, arg_ll, arg_range
 from ..numbers import string2ll as parse_ll
-from . import t_keys
+from . import keyspace, t_keys
 from .context import Ctx
+from .packed import PACK_MAX, Packed
 from .t_string import ld2string_human, ld_add, string2ld
 
 _WRONGTYPE = errors.WRONGTYPE
@@ -72,6 +73,27 @@ def hash_encoding(value: Hash) -> bytes:
 
 t_keys.TYPE_NAMES[Hash] = b"hash"
 t_keys.OBJECT_ENCODINGS[Hash] = hash_encoding
+
+
+class PackedHash(Packed):
+    """A listpack-encoded hash at rest: its fields and values as a plain dict (packed.py)."""
+    __slots__ = ()
+
+
+def pack_hash(h: Hash) -> tuple[type, dict] | None:
+    if h.hashtable or len(h) > PACK_MAX:
+        return None
+    return PackedHash, dict(h)           # marshal takes exact dicts (in order), not subclasses
+
+
+def unpack_hash(fields: dict) -> Hash:
+    return Hash(fields)
+
+
+t_keys.TYPE_NAMES[PackedHash] = b"hash"
+t_keys.OBJECT_ENCODINGS[PackedHash] = lambda packed: b"listpack"
+keyspace.PACKERS[Hash] = pack_hash
+keyspace.UNPACKERS[PackedHash] = unpack_hash
 
 
 # Field names shared by the hashes of this worker: hashes that mirror objects repeat the same

@@ -26,9 +26,10 @@ from ..glob import glob_matcher
 from ..numbers import LLONG_MAX, arg_range
 from ..numbers import string2ll as parse_ll
 from ..slots import keyslot
-from . import t_keys
+from . import keyspace, t_keys
 from .context import Ctx
 from .keyspace import Db
+from .packed import PACK_MAX, Packed
 from .t_hash import EMPTY_SCAN, parse_scan_options, random_sample, scan_members, scan_reply
 
 _WRONGTYPE = errors.WRONGTYPE
@@ -145,6 +146,30 @@ def set_encoding(value: Set) -> bytes:
 
 t_keys.TYPE_NAMES[Set] = b"set"
 t_keys.OBJECT_ENCODINGS[Set] = set_encoding
+
+
+class PackedIntset(Packed):
+    """An intset-encoded set at rest: its members (packed.py)."""
+    __slots__ = ()
+
+
+class PackedListpackSet(Packed):
+    """A listpack-encoded set at rest: its members (packed.py)."""
+    __slots__ = ()
+
+
+def pack_set(s: Set) -> tuple[type, tuple] | None:
+    if s.encoding == HASHTABLE or len(s) > PACK_MAX or s.sampler is not None:
+        return None
+    return PackedIntset if s.encoding == INTSET else PackedListpackSet, tuple(s)
+
+
+t_keys.TYPE_NAMES[PackedIntset] = t_keys.TYPE_NAMES[PackedListpackSet] = b"set"
+t_keys.OBJECT_ENCODINGS[PackedIntset] = lambda packed: b"intset"
+t_keys.OBJECT_ENCODINGS[PackedListpackSet] = lambda packed: b"listpack"
+keyspace.PACKERS[Set] = pack_set
+keyspace.UNPACKERS[PackedIntset] = lambda members: Set(members, INTSET)
+keyspace.UNPACKERS[PackedListpackSet] = lambda members: Set(members, LISTPACK)
 
 
 # -- encodings ---------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ from ..errors import CommandError
 from ..glob import glob_matcher
 from ..numbers import LLONG_MAX, arg_ll, arg_range, clamp_range
 from ..slots import keyslot
-from . import blocking, t_keys
+from . import blocking, keyspace, t_keys
 from .context import Ctx
+from .packed import PACK_MAX, Packed
 from .t_hash import parse_scan_options, scan_members
 
 # -- error strings -----------------------------------------------------------------------------
@@ -272,6 +273,42 @@ def zset_encoding(zset: ZSet) -> bytes:
 
 t_keys.TYPE_NAMES[ZSet] = b"zset"
 t_keys.OBJECT_ENCODINGS[ZSet] = zset_encoding
+
+
+class PackedZSet(Packed):
+    """A listpack-encoded sorted set at rest: (members, scores) in the dict's order (packed.py)."""
+    __slots__ = ()
+
+
+def pack_zset(zset: ZSet) -> tuple[type, tuple] | None:
+    if zset.skiplist or len(zset) > PACK_MAX:
+        return None
+    return PackedZSet, (tuple(zset), tuple(map(compact_score, dict.values(zset))))
+
+
+def compact_score(score: float) -> float | int:
+    """A whole score of 32 bits packs as an int (marshal: 5 bytes, a float's 9); -0.0 stays."""
+    if score.is_integer() and -_INT32 < score < _INT32 and (score or math.copysign(1.0, score) > 0):
+        return int(score)
+    return score
+
+
+_INT32 = float(1 << 31)
+
+
+def unpack_zset(parts: tuple) -> ZSet:
+    members, scores = parts
+    scores = tuple(map(float, scores))
+    zset = ZSet()
+    dict.update(zset, zip(members, scores))
+    zset.order.update(zip(scores, members))
+    return zset
+
+
+t_keys.TYPE_NAMES[PackedZSet] = b"zset"
+t_keys.OBJECT_ENCODINGS[PackedZSet] = lambda packed: b"listpack"
+keyspace.PACKERS[ZSet] = pack_zset
+keyspace.UNPACKERS[PackedZSet] = unpack_zset
 
 
 def _lookup(ctx: Ctx, key: bytes, slot: int, read: bool = True) -> ZSet | None:
