@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from helpers import encode
+from helpers import RawConnection, encode
 from server import Server, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
@@ -93,6 +93,11 @@ def test_tls_port_opens_moves_and_closes(srv, certs):
     assert r.config_set("tls-port", moved)
     assert refuses(port)
     assert tls_call(moved, certs, "GET", "k") == (b"$1\r\nv\r\n", "first")
+    raw = RawConnection(srv.port)
+    info = raw.call("INFO", "server").decode()
+    raw.close()
+    assert [line for line in info.splitlines() if line.startswith("listener")] == [
+        f"listener0:name=tcp,bind=127.0.0.1,port={srv.port}", f"listener1:name=tls,bind=127.0.0.1,port={moved}"]
     assert kept.get("k") == b"v"
     # a new certificate: new connections get it, the open one keeps its session
     use_certificate(r, certs, "second")

@@ -51,7 +51,6 @@ def section_server(proxy, workers, totals) -> list[str]:
     now = time.time()
     uptime = int(now - info["start_time"])
     cfg = proxy.config.values
-    binds = ",".join(f"bind={b}" for b in cfg["bind"])
     return [
         f"redis_version:{REDIS_VERSION}", "server_name:valkey", f"valkey_version:{VALKEY_VERSION}",
         "redis_git_sha1:00000000", "redis_git_dirty:0", "redis_build_id:0", "server_mode:standalone",
@@ -63,8 +62,18 @@ def section_server(proxy, workers, totals) -> list[str]:
         f"configured_hz:{cfg['hz']}", f"lru_clock:{int(now) & ((1 << 24) - 1)}",
         f"executable:{info['executable']}", f"config_file:{info['config_file']}",
         f"io_threads_active:{1 if proxy.n_proxies > 1 else 0}",
-        f"listener0:name=tcp,{binds},port={cfg['port']}",
+        *listener_lines(cfg),
     ]
+
+
+def listener_lines(cfg: dict) -> list[str]:
+    """One line per kind of listener, as Valkey numbers them: tcp, unix, then tls."""
+    binds = "".join(f",bind={b}" for b in cfg["bind"])
+    kinds = [("tcp", binds + f",port={cfg['port']}" if cfg.get("port") else None),
+             ("unix", f",bind={cfg['unixsocket']}" if cfg.get("unixsocket") else None),
+             ("tls", binds + f",port={cfg['tls-port']}" if cfg.get("tls-port") else None)]
+    listening = [(name, where) for name, where in kinds if where is not None]
+    return [f"listener{i}:name={name}{where}" for i, (name, where) in enumerate(listening)]
 
 
 def section_clients(proxy, workers, totals) -> list[str]:
