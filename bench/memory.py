@@ -74,6 +74,10 @@ class Started:
 
     def pss(self) -> int:
         """Proportional set size of the process and every process it started."""
+        return self.summed(lambda proc: proc.memory_full_info().pss)
+
+    def summed(self, measure: Callable[[psutil.Process], int]) -> int:
+        """measure(process) summed over the process and every process it started."""
         try:
             root = psutil.Process(self.popen.pid)
             procs = [root, *root.children(recursive=True)]
@@ -82,7 +86,7 @@ class Started:
         total = 0
         for proc in procs:
             try:
-                total += proc.memory_full_info().pss
+                total += measure(proc)
             except psutil.NoSuchProcess:
                 pass
         return total

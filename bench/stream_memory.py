@@ -29,7 +29,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,18 +46,7 @@ KEY = "bench:stream"
 
 def rss(server: Started) -> int:
     """Resident bytes of the server's process and every process it started."""
-    try:
-        root = psutil.Process(server.popen.pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    return server.summed(lambda proc: proc.memory_info().rss)
 
 
 def footprint(server: Started) -> int:

@@ -197,3 +197,18 @@ def oracle_cases(cases: list):
     """Parametrizes a test's `case` with an oracle table (pytest.param entries keep their id)."""
     return pytest.mark.parametrize("case", cases,
                                    ids=[c.id if hasattr(c, "marks") else _case_id(c) for c in cases])
+
+
+def closed_by_server(s: socket.socket, timeout: float = 5.0) -> bool:
+    """The server closed this connection (what it sent before is drained first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            if s.recv(1 << 20) == b"":
+                return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+    return False

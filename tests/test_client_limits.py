@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import RawConnection, encode, keys_on, wait_until
+from helpers import RawConnection, closed_by_server, encode, keys_on, wait_until
 from server import Server
 
 
@@ -179,21 +179,6 @@ def partial_command(port: int, size: int) -> socket.socket:
     return s
 
 
-def disconnected(s: socket.socket, timeout: float = 3.0) -> bool:
-    """The server closed this connection (what it sent before is drained first)."""
-    s.settimeout(timeout)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if not s.recv(1 << 20):
-                return True
-    except socket.timeout:
-        return False
-    except OSError:
-        return True
-    return False
-
-
 def still_connected(s: socket.socket) -> bool:
     s.settimeout(0.3)
     try:
@@ -220,7 +205,7 @@ def test_maxmemory_clients_evicts_the_largest_first(evicting):
     assert sorted(tot) == [60_004 + 1024, 120_004 + 1024]
     assert int(r.info("memory")["mem_clients_normal"]) >= 180_000
     small.sendall(b"x" * 40_000)                               # 220 KB: the largest goes
-    assert disconnected(big)
+    assert closed_by_server(big)
     assert still_connected(small)
     assert qbuf_sizes(r) == [100_004]
     assert r.info("stats")["evicted_clients"] == 1
@@ -238,7 +223,7 @@ def test_maxmemory_clients_spares_no_evict(evicting):
     keeper.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$10000000\r\n" + b"x" * 150_000)
     wait_until(lambda: qbuf_sizes(r) == [150_000 + 4])
     other = partial_command(evicting.port, 60_000)
-    assert disconnected(other)                  # the larger one cannot go: the next one does
+    assert closed_by_server(other)                  # the larger one cannot go: the next one does
     assert still_connected(keeper)
     assert r.info("stats")["evicted_clients"] == 1
     assert r.ping()                             # a client at its overhead was not needed
@@ -257,7 +242,7 @@ def test_maxmemory_clients_output_buffer(evicting):
     reader.connect(("127.0.0.1", evicting.port))
     reader.sendall(encode("GET", "big") * 20)   # and reads none of it
     wait_until(lambda: r.info("stats")["evicted_clients"] == 1)
-    assert disconnected(reader, timeout=5)
+    assert closed_by_server(reader)
     r.config_set("maxmemory-clients", 0)
     r.delete("big")
     r.config_set("maxmemory-clients", LIMIT)
@@ -276,7 +261,7 @@ def test_maxmemory_clients_percent_and_off(evicting):
         assert r.config_get("maxmemory-clients") == {"maxmemory-clients": "0"}
         r.config_set("maxmemory-clients", "2%")              # 2% of 10 MB: 200 KB, applied at once
         assert r.config_get("maxmemory-clients") == {"maxmemory-clients": "2%"}
-        assert disconnected(big)
+        assert closed_by_server(big)
         assert r.info("stats")["evicted_clients"] == 1
         r.config_resetstat()
         assert r.info("stats")["evicted_clients"] == 0
@@ -302,7 +287,7 @@ def test_maxmemory_clients_minimum(evicting):
         time.sleep(0.3)
         assert still_connected(ok)
         ok.sendall(b"x" * 40_000)
-        assert disconnected(ok)
+        assert closed_by_server(ok)
     finally:
         r.config_set("maxmemory-clients", LIMIT)
         r.close()

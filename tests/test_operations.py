@@ -12,7 +12,7 @@ import psutil
 import pytest
 import redis
 
-from helpers import RawConnection, encode, keys_on, read_exact, wait_until
+from helpers import RawConnection, closed_by_server, encode, keys_on, read_exact, wait_until
 from server import Server, free_port
 
 DEBUG_NOT_ALLOWED = ("DEBUG command not allowed. If the enable-debug-command option is set to \"local\", "
@@ -551,20 +551,6 @@ def listed(r, s: socket.socket) -> bool:
     """Whether the server still has the connection of socket s among its clients."""
     addr = "addr=%s:%d " % s.getsockname()
     return addr in r.execute_command("CLIENT", "LIST").decode()
-
-
-def closed_by_server(s: socket.socket, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s.settimeout(max(deadline - time.monotonic(), 0.01))
-        try:
-            if s.recv(1 << 20) == b"":
-                return True
-        except socket.timeout:
-            return False
-        except OSError:
-            return True
-    return False
 
 
 @pytest.mark.parametrize("bulk_len", [5_000_000, 50_000_000])      # 7 digits: hiredis, 8: strict parser

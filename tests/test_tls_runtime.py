@@ -2,6 +2,7 @@
 and CONFIG SET tls-cert-file / tls-key-file reload the certificate new connections get."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import ssl
@@ -52,6 +53,18 @@ def refuses(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
+
+
+@contextlib.contextmanager
+def taken_port():
+    """A port something else listens on, while the block runs."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        yield busy.getsockname()[1]
+    finally:
+        busy.close()
 
 
 def use_certificate(r, certs: Path, name: str) -> None:
@@ -115,17 +128,12 @@ def test_tls_port_taken_fails_and_keeps_the_old_one(srv, certs):
     use_certificate(r, certs, "first")
     port = free_port()
     r.config_set("tls-port", port)
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen()
-    try:
+    with taken_port() as busy:
         with pytest.raises(redis.ResponseError) as err:
-            r.config_set("tls-port", busy.getsockname()[1])
+            r.config_set("tls-port", busy)
         assert str(err.value) == PORT_BUSY.format("tls-port")
         assert r.config_get("tls-port") == {"tls-port": str(port)}
         assert tls_call(port, certs, "PING") == (b"+PONG\r\n", "first")
-    finally:
-        busy.close()
 
 
 def test_port_moves(srv):
@@ -138,15 +146,10 @@ def test_port_moves(srv):
     moved = redis.Redis(port=new, socket_timeout=5)
     assert moved.config_get("port") == {"port": str(new)}
     assert moved.info("server")["tcp_port"] == new
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen()
-    try:
+    with taken_port() as busy:
         with pytest.raises(redis.ResponseError) as err:
-            moved.config_set("port", busy.getsockname()[1])
+            moved.config_set("port", busy)
         assert str(err.value) == PORT_BUSY.format("port")
-    finally:
-        busy.close()
     assert moved.config_get("port") == {"port": str(new)}
     assert redis.Redis(port=new, socket_timeout=5).ping()
     # bind to an address this host does not have: applyBind's error, nothing changes
