@@ -142,7 +142,9 @@ CASES = [
     ["XADD s 1-1 a 1", "XADD s 2-1 b 2", "XADD s 3-1 c 3", "XGROUP CREATE s g 0",
      "XREADGROUP GROUP g alice STREAMS s >", "XCLAIM s g bob 0 1-1", "XCLAIM s g bob 0 2-1 3-1 9-9 JUSTID",
      "XCLAIM s g bob 0 2-1 RETRYCOUNT 7 JUSTID", "XCLAIM s g bob 100000 1-1", "XCLAIM s g bob 0 1-1 IDLE 5000",
-     "XCLAIM s g bob 0 1-1 TIME 1", "XPENDING s g IDLE 1000000 - + 10", "XDEL s 2-1",
+     # the idle time XPENDING shows after TIME 1 is "now" on each server: not compared here
+     # (test_xpending_idle_after_xclaim_time checks it)
+     "XCLAIM s g bob 0 1-1 TIME 1", ("!", "XPENDING s g IDLE 1000000 - + 10"), "XDEL s 2-1",
      "XCLAIM s g carol 0 2-1 3-1 JUSTID", "XPENDING s g", "XCLAIM s g carol 0 1-1 FORCE JUSTID",
      "XACK s g 1-1", "XCLAIM s g carol 0 1-1 JUSTID", "XCLAIM s g carol 0 1-1 FORCE JUSTID",
      "XCLAIM s g carol 0 5-5 FORCE JUSTID", "XPENDING s g", "XCLAIM s g dave 0 3-1 LASTID 9-9 JUSTID",
@@ -187,6 +189,19 @@ CASES = [
 @oracle_cases(CASES)
 def test_replies_match_redis(pair, case):
     run_both(pair, case, RESTORE)
+
+
+def test_xpending_idle_after_xclaim_time(r):
+    """XCLAIM … TIME sets the delivery time, so XPENDING's idle is now minus that time."""
+    r.xadd("s", {"a": "1"}, id="1-1")
+    r.xgroup_create("s", "g", id="0")
+    r.xreadgroup("g", "alice", {"s": ">"})
+    r.execute_command("XCLAIM", "s", "g", "bob", 0, "1-1", "TIME", 1)
+    before = int(time.time() * 1000)
+    entries = r.xpending_range("s", "g", "-", "+", 10, idle=1000000)
+    after = int(time.time() * 1000)
+    assert [(e["message_id"], e["consumer"], e["times_delivered"]) for e in entries] == [(b"1-1", b"bob", 2)]
+    assert before - 1 - 1000 <= entries[0]["time_since_delivered"] <= after - 1 + 1000
 
 
 def filled(n: int, seed: int, extra: list | None = None) -> list:
