@@ -196,7 +196,7 @@ SWAPDB 0 1
 STEPS = [shlex.split(line) for line in COMMANDS.strip().splitlines() if line.strip()]
 
 
-def events_of(port: int, flags: str) -> list:
+def events_of(port: int, flags: str, steps: list | None = None) -> list:
     """Each command's reply and the notifications it raised, in order."""
     c, sub = RawConnection(port), RawConnection(port)
     try:
@@ -208,7 +208,7 @@ def events_of(port: int, flags: str) -> list:
         sub.read()
         reader = hiredis.Reader()
         out = []
-        for i, args in enumerate(STEPS):
+        for i, args in enumerate(STEPS if steps is None else steps):
             reply = c.call(*args)
             c.call("PUBLISH", "marker", str(i))
             got = []
@@ -253,6 +253,21 @@ def test_events_like_redis(server, oracle_port, r, flags):
         if split_over_workers(args):
             g, w = sorted(g), sorted(w)
         assert (g_reply, g) == (w_reply, w), f"{args}: shardd {g_reply} {g} != redis {w_reply} {w}"
+
+
+SCRIPT = ("redis.call('set', KEYS[1], 'x') redis.call('lpush', KEYS[2], 'a', 'b') "
+          "redis.call('rpop', KEYS[2]) redis.call('expire', KEYS[1], 100) redis.call('del', KEYS[1]) "
+          "redis.call('lpop', KEYS[2]) return redis.call('exists', KEYS[1])")
+SCRIPT_STEPS = [["EVAL", SCRIPT, "2", "sa", "sb"],                            # keys on both workers
+                ["EVAL", SCRIPT, "2", "{t}a", "{t}b"],                        # keys on one worker
+                ["EVAL", "redis.call('set', KEYS[1], 'v') return redis.call('get', 'sb')", "1", "sa"]]
+
+
+def test_scripts_across_workers_raise_events_like_redis(server, oracle_port):
+    assert worker_of("sa") != worker_of("sb")
+    got, want = events_of(server.port, "KEA", SCRIPT_STEPS), events_of(oracle_port, "KEA", SCRIPT_STEPS)
+    for (args, g_reply, g), (_, w_reply, w) in zip(got, want):
+        assert (g_reply, g) == (w_reply, w), f"{args[3:]}: shardd {g_reply} {g} != redis {w_reply} {w}"
 
 
 def subscribe_events(port: int, pattern: str = "__key*__:*") -> RawConnection:

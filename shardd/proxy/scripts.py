@@ -27,7 +27,7 @@ from ..commands import LOCAL, proxy_command
 from ..errors import CommandError
 from ..frames import NO_REPLY
 from ..slots import keyslot
-from ..worker import functions, keyspace, scripting
+from ..worker import functions, keyspace, notify, scripting
 from ..worker.blocking import NOWAIT
 from ..worker.scripting import ACL_LOG, DIVERTED, MARK, NEW_SCRIPT
 from .fanout import PLANNERS, Parts, every_worker, to_all
@@ -162,6 +162,9 @@ async def run_across(hold, conn, spec, argv: list[bytes], keys: list[bytes]) -> 
         ctx.dbs = dbs
         ctx.stats["keys_answers"] = keys_answers
         ctx.stats["oom"] = oom
+        events = notify.emitter_for(conn.proxy)      # keyspace notifications, if on
+        if events is not None:
+            ctx.stats["emitter"] = events
         if user is not None:
             ctx.stats["script_user"] = (ctx.client_id, user)
         try:
@@ -185,6 +188,8 @@ async def run_across(hold, conn, spec, argv: list[bytes], keys: list[bytes]) -> 
         for db in dbs:
             if db.written:
                 await write_back_db(hold, conn, db)
+        if events is not None and events.pending:
+            conn.proxy.pubsub.raise_events(events.pending)
         if is_eval_body(argv):
             load_everywhere(conn, argv[1])
         return reply

@@ -50,7 +50,7 @@ from ..errors import CommandError
 from ..glob import glob_matcher
 from ..numbers import string2ll
 from ..slots import keyslot
-from . import lua_sandbox
+from . import lua_sandbox, notify
 from .blocking import NOWAIT
 from .context import Ctx
 
@@ -268,6 +268,9 @@ class Session:
         self.local_range = slot_range if (not self.scratch and slot_range is not None
                                           and tuple(slot_range) != (0, 16383)) else None
         self.journal: dict[tuple[int, bytes], tuple[Any, int | None] | None] = {}
+        # The keyspace events raised before the script: a diverted run takes its own back.
+        observer = getattr(ctx.stats.get("worker"), "observer", None)
+        self.events_before = len(observer.pending) if observer is not None else 0
 
     # -- redis.call -----------------------------------------------------------------------
     def call(self, argv: list[bytes]) -> bytes | int:
@@ -327,10 +330,13 @@ class Session:
         try:
             # Keyspace notifications and MONITOR's "lua" lines (worker/notify.py), when on.
             events = getattr(ctx.stats.get("worker"), "observer", None)
+            emitter = ctx.stats.get("emitter")     # a script run across shards, in the proxy
             if handler is select_command:
                 reply = select_command(ctx, argv, self)
                 if events is not None:
                     events.show_script_command(spec, argv, self.db.index)
+            elif emitter is not None:
+                reply = notify.observe(emitter, ctx, spec, argv, handler)
             else:
                 reply = handler(ctx, argv) if events is None else events.script_command(spec, handler, argv)
         except CommandError as exc:
@@ -414,6 +420,9 @@ class Session:
                 value, when = saved
                 db.store_expiring(key, slot, value, when)
         self.journal.clear()
+        observer = getattr(self.ctx.stats.get("worker"), "observer", None)
+        if observer is not None:     # the run across shards raises them again, once
+            del observer.pending[self.events_before:]
         self.abort = DIVERT
 
     # -- the count hook -------------------------------------------------------------------
