@@ -100,6 +100,8 @@ def strtod(text: bytes) -> tuple[float, int, bool]:
 def string2d(text: bytes) -> float | None:
     """Valkey's string2d: the whole string a double, no leading space, no NaN, no over- or
     underflow (getDoubleFromObject)."""
+    if text.isdigit() and len(text) <= 15:     # plain digits (most scores): exact either way
+        return float(text)
     if not text or text[0] in _SPACES:
         return None
     value, end, erange = strtod(text)
