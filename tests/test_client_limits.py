@@ -55,6 +55,28 @@ def test_no_touch_reads_leave_idle_time(server, r):
         c.close()
 
 
+def test_no_touch_with_the_aof_logging_calls(tmp_path):
+    """With appendonly on (its logging wraps the worker's calls), reads still leave the clock
+    and TOUCH still sets it; the writes are logged."""
+    srv = Server("--appendonly", "yes", "--dir", str(tmp_path))
+    try:
+        r = srv.client()
+        old_key(r, "k")
+        c = RawConnection(srv.port)
+        try:
+            assert c.call("CLIENT", "NO-TOUCH", "on") == b"+OK\r\n"
+            assert c.call("GET", "k") == b"$1\r\nv\r\n"
+            assert c.call("SET", "w", "1") == b"+OK\r\n"
+            assert idle(r, "k") >= 500
+            assert c.call("TOUCH", "k") == b":1\r\n"
+            assert idle(r, "k") <= 1
+        finally:
+            c.close()
+        wait_until(lambda: any(b"w" in p.read_bytes() for p in tmp_path.rglob("*.incr.aof")), 5)
+    finally:
+        srv.stop()
+
+
 def test_no_touch_flag_in_client_list_and_reset(server, r):
     c = RawConnection(server.port)
     try:

@@ -24,27 +24,32 @@ def _set_class(dbs: list[Db], cls: type) -> None:
 def handle(worker, frame: bytes, link) -> None:
     """Run a NOTOUCH frame (Worker.handle) with its lookups not touching."""
     dbs = worker.dbs
-    busy = "call" in worker.__dict__       # answering frames from a busy script's hook: no commands run
+    saved = worker.__dict__.get("call")    # the AOF's logging call, a busy script's answer, or none
+    inner = worker.call
+
+    def call(spec, argv: list[bytes]) -> bytes:
+        return _call(worker, inner, spec, argv)
     worker.no_touch = True
     _set_class(dbs, NoTouchDb)
-    if not busy:
-        worker.call = lambda spec, argv: _call(worker, spec, argv)
+    worker.call = call
     try:
         worker.handle(frame, link)
     finally:
-        if not busy:
-            worker.__dict__.pop("call", None)
+        if worker.__dict__.get("call") is call:    # unless the frame replaced it (CONFIG SET appendonly)
+            if saved is None:
+                del worker.call
+            else:
+                worker.call = saved
         _set_class(dbs, Db)
         worker.no_touch = False
 
 
-def _call(worker, spec, argv: list[bytes]) -> bytes:
-    """Worker.call; TOUCH alone runs with the ordinary lookups."""
-    call = type(worker).call
+def _call(worker, inner, spec, argv: list[bytes]) -> bytes:
+    """The worker's call; TOUCH alone runs with the ordinary lookups."""
     if spec.name != "touch":
-        return call(worker, spec, argv)
+        return inner(spec, argv)
     _set_class(worker.dbs, Db)
     try:
-        return call(worker, spec, argv)
+        return inner(spec, argv)
     finally:
         _set_class(worker.dbs, NoTouchDb)
