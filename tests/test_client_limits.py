@@ -55,6 +55,26 @@ def test_no_touch_reads_leave_idle_time(server, r):
         c.close()
 
 
+def test_no_touch_client_served_later_keeps_it(server, r):
+    """A blocked NO-TOUCH client's command, run when another client's write wakes it, still
+    leaves the clocks of the keys it looks up alone."""
+    r.rpush("{nt}dst", "old")
+    payload = r.dump("{nt}dst")
+    r.execute_command("RESTORE", "{nt}dst", 0, payload, "IDLETIME", 500, "REPLACE")
+    c = RawConnection(server.port)
+    try:
+        assert c.call("CLIENT", "NO-TOUCH", "on") == b"+OK\r\n"
+        c.send(encode("BLMOVE", "{nt}src", "{nt}dst", "LEFT", "RIGHT", "5"))
+        wait_until(lambda: r.info("clients")["blocked_clients"] == 1, 5)
+        r.lpush("{nt}src", "new")
+        assert c.read() == b"$3\r\nnew\r\n"
+        assert idle(r, "{nt}dst") >= 500
+        assert r.lrange("{nt}dst", 0, -1) == [b"old", b"new"]
+    finally:
+        c.close()
+        r.delete("{nt}dst", "{nt}src")
+
+
 def test_no_touch_with_the_aof_logging_calls(tmp_path):
     """With appendonly on (its logging wraps the worker's calls), reads still leave the clock
     and TOUCH still sets it; the writes are logged."""

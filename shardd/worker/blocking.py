@@ -28,6 +28,7 @@ from ..commands import internal_command, lookup_argv
 from ..slots import keyslot
 from .context import Ctx
 from .keyspace import Db
+from .no_touch import run_touching
 
 NOWAIT, WAIT, SERVE, REMOTE = range(4)
 # A reply that cannot be RESP: the proxy keeps the client waiting.
@@ -65,6 +66,7 @@ class Waiter:
     remote: bool = False
     notified: bool = False    # REMOTE: READY sent, the proxy's answer pending
     served: bool = field(default=False)
+    no_touch: bool = False    # a CLIENT NO-TOUCH client's: its lookups leave access clocks alone
 
 
 class Blocked:
@@ -76,7 +78,8 @@ class Blocked:
         self.ready: list[tuple[Db, bytes]] = []     # shared with every Db of the worker
 
     def add(self, ctx: Ctx, argv: list[bytes], keys: list[bytes], remote: bool) -> None:
-        waiter = Waiter(ctx.link, ctx.client_id, ctx.db, ctx.proto, argv, keys, remote)
+        waiter = Waiter(ctx.link, ctx.client_id, ctx.db, ctx.proto, argv, keys, remote,
+                        no_touch=self.worker.no_touch)
         self.remove((ctx.link, ctx.client_id))
         self.by_client[(ctx.link, ctx.client_id)] = waiter
         blocked = ctx.db.blocked
@@ -141,7 +144,12 @@ class Blocked:
                 return      # the ones behind it wait for the proxy's decision
             ctx.db, ctx.proto, ctx.client_id, ctx.link = db, waiter.proto, waiter.client_id, waiter.link
             ctx.slot = keyslot(waiter.keys[0])
-            reply = self.worker.call(lookup_argv(waiter.argv), waiter.argv)
+            worker = self.worker
+            if waiter.no_touch == worker.no_touch:
+                reply = worker.call(lookup_argv(waiter.argv), waiter.argv)
+            else:                       # served in a frame of the other kind
+                reply = run_touching(worker, not waiter.no_touch,
+                                     lambda: worker.call(lookup_argv(waiter.argv), waiter.argv))
             if reply is None:
                 continue
             self.remove((waiter.link, waiter.client_id))

@@ -53,3 +53,13 @@ def _call(worker, inner, spec, argv: list[bytes]) -> bytes:
         return inner(spec, argv)
     finally:
         _set_class(worker.dbs, NoTouchDb)
+
+
+def run_touching(worker, touching: bool, fn):
+    """fn() with lookups that touch (or not) whatever the frame running it is: a blocked
+    client served later keeps the NO-TOUCH mode it blocked with."""
+    _set_class(worker.dbs, Db if touching else NoTouchDb)
+    try:
+        return fn()
+    finally:
+        _set_class(worker.dbs, NoTouchDb if worker.no_touch else Db)
