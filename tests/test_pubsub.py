@@ -484,3 +484,40 @@ def test_client_list_and_info_show_subscriptions(server, r):
     assert clients["pubsub_clients"] == 1
     sub.close()
     mon.close()
+
+
+# -- PUBLISH from scripts -------------------------------------------------------------------------
+
+def test_publish_from_scripts_reaches_subscribers(server, oracle_port, r):
+    """A script's PUBLISH reaches channel and pattern subscribers once, whether the script
+    runs on one worker, across workers, or is moved across workers by an undeclared key; the
+    reply counts no receivers (a worker has no clients of its own, as a cluster node counts
+    only its own). EVAL_RO refuses it as Valkey does."""
+    from helpers import keys_on
+    a, b = keys_on(0, 1, "pub:")[0], keys_on(1, 1, "pub:")[0]
+    sub, psub = RawConnection(server.port), RawConnection(server.port)
+    try:
+        send(sub, "SUBSCRIBE", "news")
+        sub.read()
+        send(psub, "PSUBSCRIBE", "n*")
+        psub.read()
+        scripts = [("redis.call('set', KEYS[1], 'x') return redis.call('publish', 'news', ARGV[1])", [a]),
+                   ("redis.call('set', KEYS[1], 'x') redis.call('set', KEYS[2], 'y') "
+                    "return redis.call('publish', 'news', ARGV[1])", [a, b]),
+                   ("redis.call('set', KEYS[1], 'x') redis.call('publish', 'news', ARGV[1]) "
+                    "return redis.call('get', '" + b + "')", [a])]
+        for i, (body, keys) in enumerate(scripts):
+            r.eval(body, len(keys), *keys, f"m{i}")
+            assert sub.read() == b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nm%d\r\n" % i
+            assert psub.read() == b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nm%d\r\n" % i
+        assert r.eval("return redis.call('publish', 'news', 'x')", 0) == 0
+        sub.read()
+        psub.read()
+        ro = ["EVAL_RO", "return redis.call('publish', 'news', 'x')", "0"]
+        assert run_steps(server.port, [(ro, 1)]) == run_steps(oracle_port, [(ro, 1)])
+        sub.sock.settimeout(0.3)
+        with pytest.raises(socket.timeout):             # nothing more: each message went once
+            sub.sock.recv(100)
+    finally:
+        sub.close()
+        psub.close()

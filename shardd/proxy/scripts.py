@@ -190,6 +190,8 @@ async def run_across(hold, conn, spec, argv: list[bytes], keys: list[bytes]) -> 
                 await write_back_db(hold, conn, db)
         if events is not None and events.pending:
             conn.proxy.pubsub.raise_events(events.pending)
+        for channel, message in ctx.stats.get("published", ()):
+            conn.proxy.pubsub.publish(channel, message)
         if is_eval_body(argv):
             load_everywhere(conn, argv[1])
         return reply

@@ -268,9 +268,10 @@ class Session:
         self.local_range = slot_range if (not self.scratch and slot_range is not None
                                           and tuple(slot_range) != (0, 16383)) else None
         self.journal: dict[tuple[int, bytes], tuple[Any, int | None] | None] = {}
-        # The keyspace events raised before the script: a diverted run takes its own back.
-        observer = getattr(ctx.stats.get("worker"), "observer", None)
-        self.events_before = len(observer.pending) if observer is not None else 0
+        # The keyspace events (and PUBLISHes) queued before the script: a diverted run takes
+        # its own back.
+        worker = ctx.stats.get("worker")
+        self.events_before = len(worker.events.pending) if worker is not None else 0
 
     # -- redis.call -----------------------------------------------------------------------
     def call(self, argv: list[bytes]) -> bytes | int:
@@ -420,9 +421,9 @@ class Session:
                 value, when = saved
                 db.store_expiring(key, slot, value, when)
         self.journal.clear()
-        observer = getattr(self.ctx.stats.get("worker"), "observer", None)
-        if observer is not None:     # the run across shards raises them again, once
-            del observer.pending[self.events_before:]
+        worker = self.ctx.stats.get("worker")
+        if worker is not None:       # the run across shards raises them again, once
+            del worker.events.pending[self.events_before:]
         self.abort = DIVERT
 
     # -- the count hook -------------------------------------------------------------------
@@ -534,7 +535,22 @@ def select_command(ctx: Ctx, argv: list[bytes], session: Session) -> bytes:
     return resp.OK
 
 
-LOCAL_COMMANDS = {"ping": ping_command, "echo": echo_command, "time": time_command, "select": select_command}
+def publish_command(ctx: Ctx, argv: list[bytes]) -> bytes:
+    """PUBLISH from a script: the message goes to every proxy's subscribers once the script is
+    done, with the worker's keyspace notifications (a script run across shards: the proxy
+    publishes it). A worker has no clients of its own, so, as a cluster node counts only its
+    own clients' subscriptions, the reply counts none: 0."""
+    worker = ctx.stats.get("worker")
+    if worker is not None:
+        worker.events.pending.append((argv[1], argv[2]))
+        worker.events.queued = True
+    else:
+        ctx.stats.setdefault("published", []).append((argv[1], argv[2]))
+    return resp.ZERO
+
+
+LOCAL_COMMANDS = {"ping": ping_command, "echo": echo_command, "time": time_command, "select": select_command,
+                  "publish": publish_command}
 
 
 # -- running --------------------------------------------------------------------------------
