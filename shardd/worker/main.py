@@ -314,7 +314,7 @@ class Worker:
         if flags & NO_REPLY:
             return
         if n_runs == 1:
-            body = b"".join(replies)
+            body = fit_run(b"".join(replies), n_exec)
             link.replies.send_framed(b"".join((FRAMED_REPLY.pack(REPLY.size + 4 + len(body), bid, 1),
                                                len(body).to_bytes(4, "little"), body)))
             return
@@ -347,7 +347,11 @@ class Worker:
                 reader.feed(frame, off, size)
                 off += size
                 reply = self.run_command(reader.gets())
-                lengths.append(len(reply))
+                try:
+                    lengths.append(len(reply))
+                except OverflowError:       # over a run's u32 length (fit_run)
+                    reply = RUN_TOO_LARGE
+                    lengths.append(len(reply))
                 bodies.append(reply)
                 continue
             runs = array.array("I", frame[off:off + 4 * n_runs])
@@ -501,10 +505,21 @@ def add_runs(replies: list[bytes], runs, lengths: array.array, bodies: list[byte
     """Join replies into one body per run (consecutive commands of one client)."""
     pos = 0
     for count in runs:
-        body = b"".join(replies[pos:pos + count])
+        body = fit_run(b"".join(replies[pos:pos + count]), count)
         pos += count
         lengths.append(len(body))
         bodies.append(body)
+
+
+# A run's length is a u32 in the reply frame: replies adding up to more (a pipeline of big
+# values) get an error each instead, and the worker goes on.
+MAX_RUN_BYTES = 0xFFFFFFFF
+RUN_TOO_LARGE = resp.error("ERR the replies of these commands add up to more than 4 GB: ask for them in "
+                           "smaller pieces")
+
+
+def fit_run(body: bytes, count: int) -> bytes:
+    return body if len(body) <= MAX_RUN_BYTES else RUN_TOO_LARGE * count
 
 
 def send_runs(link: ProxyLink, bid: int, lengths: array.array, bodies: list[bytes]) -> None:
