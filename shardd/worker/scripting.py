@@ -45,6 +45,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .. import commands, errors, log, resp
+from ..config import split_args_bytes as split_args
 from ..commands import ALL, internal_command, worker_command
 from ..errors import CommandError
 from ..glob import glob_matcher
@@ -102,57 +103,6 @@ EVICTABLE: OrderedDict[bytes, None] = OrderedDict()   # EVAL-created, oldest fir
 
 def sha1hex(body: bytes) -> bytes:
     return hashlib.sha1(body).hexdigest().encode()
-
-
-def split_args(line: bytes) -> list[bytes] | None:
-    """sdssplitargs: words separated by blanks, "..." with escapes and '...' quoting."""
-    out: list[bytes] = []
-    i, n = 0, len(line)
-    while True:
-        while i < n and line[i:i + 1].isspace():
-            i += 1
-        if i >= n:
-            return out
-        word = bytearray()
-        quote = 0
-        while True:
-            if i >= n:
-                if quote:
-                    return None
-                break
-            c = line[i]
-            if quote == 34:
-                if c == 92 and i + 1 < n:
-                    i += 1
-                    word.append({110: 10, 114: 13, 116: 9, 98: 8, 97: 7}.get(line[i], line[i]))
-                elif c == 34:
-                    if i + 1 < n and not line[i + 1:i + 2].isspace():
-                        return None
-                    quote = 0
-                    i += 1
-                    break
-                else:
-                    word.append(c)
-            elif quote == 39:
-                if c == 92 and i + 1 < n and line[i + 1] == 39:
-                    i += 1
-                    word.append(39)
-                elif c == 39:
-                    if i + 1 < n and not line[i + 1:i + 2].isspace():
-                        return None
-                    quote = 0
-                    i += 1
-                    break
-                else:
-                    word.append(c)
-            elif c in (32, 10, 13, 9, 0):
-                break
-            elif c in (34, 39):
-                quote = c
-            else:
-                word.append(c)
-            i += 1
-        out.append(bytes(word))
 
 
 def shebang_flags(body: bytes) -> tuple[frozenset[str] | None, int]:
