@@ -410,6 +410,15 @@ def valid_hash(text: bytes) -> bool:
     return len(text) == HASH_LEN and all(c in b"0123456789abcdef" for c in text)
 
 
+def password_digest(op: bytes) -> str:
+    """The digest a `>pass` / `<pass` rule hashes, or a `#hash` / `!hash` rule gives."""
+    if op[:1] in (b">", b"<"):
+        return hash_password(op[1:])
+    if valid_hash(op[1:]):
+        return op[1:].decode()
+    raise AclError(E_BADMSG)
+
+
 @dataclass(eq=False)
 class User:
     name: str
@@ -457,22 +466,12 @@ class User:
             self.nopass = False
             self.passwords.clear()
         elif op[:1] in (b">", b"#"):
-            if op[:1] == b">":
-                digest = hash_password(op[1:])
-            elif valid_hash(op[1:]):
-                digest = op[1:].decode()
-            else:
-                raise AclError(E_BADMSG)
+            digest = password_digest(op)
             if digest not in self.passwords:
                 self.passwords.append(digest)
             self.nopass = False
         elif op[:1] in (b"<", b"!"):
-            if op[:1] == b"<":
-                digest = hash_password(op[1:])
-            elif valid_hash(op[1:]):
-                digest = op[1:].decode()
-            else:
-                raise AclError(E_BADMSG)
+            digest = password_digest(op)
             if digest not in self.passwords:
                 raise AclError(E_NODEV)
             self.passwords.remove(digest)
