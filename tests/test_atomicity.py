@@ -953,17 +953,23 @@ def coordinator_lock_path(srv: Server) -> str:
 
 
 def test_single_shard_work_while_the_coordinator_lock_is_held(server, r):
-    """With the coordinator's flock taken by the test, a cross-shard MGET waits; single-worker
-    MGET, MULTI/EXEC (with and without WATCH) and same-worker RENAME/COPY are answered."""
+    """With the coordinator's flock taken by the test, a cross-shard MSETNX (two rounds under
+    a hold) waits, and so does the cross-shard MGET sent behind it; single-worker MGET,
+    MULTI/EXEC (with and without WATCH) and same-worker RENAME/COPY are answered."""
     r.mset({A + "1": "x", A + "2": "y", B + "1": "z"})
     fd = os.open(coordinator_lock_path(server), os.O_RDWR)
     waiting = server.connect()
+    behind = server.connect()
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        waiting.sendall(encode("MGET", A + "1", B + "1"))
+        waiting.sendall(encode("MSETNX", A + "9", "v", B + "9", "v"))
         waiting.settimeout(0.5)
         with pytest.raises(socket.timeout):
-            waiting.recv(100)              # the cross-shard MGET waits for the lock
+            waiting.recv(100)              # the cross-shard MSETNX waits for the lock
+        behind.sendall(encode("MGET", A + "1", B + "1"))
+        behind.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            behind.recv(100)               # no operation goes without a hold while one waits
 
         c = server.client(socket_timeout=3, retry=Retry(NoBackoff(), 0))
         try:
@@ -990,11 +996,14 @@ def test_single_shard_work_while_the_coordinator_lock_is_held(server, r):
         os.close(fd)
     try:
         waiting.settimeout(10)
+        assert waiting.recv(100) == b":1\r\n"
+        behind.settimeout(10)
         data = b""
         while not data.endswith(b"z\r\n"):
-            chunk = waiting.recv(100)
+            chunk = behind.recv(100)
             assert chunk
             data += chunk
         assert data == b"*2\r\n$1\r\nx\r\n$1\r\nz\r\n"
     finally:
         waiting.close()
+        behind.close()

@@ -89,6 +89,40 @@ class Coordinator:
         # AOF unit ids: unique across proxies and restarts (the AOF outlives the process).
         self.unit_prefix = os.urandom(6).hex().encode()
         self.unit_numbers = itertools.count(1)
+        # One-round operations sent without a hold whose replies are not all in yet, and
+        # what a hold about to start waits on until they are.
+        self.unheld_in_flight = 0
+        self.unheld_drained: asyncio.Future | None = None
+
+    def may_skip_hold(self) -> bool:
+        """Whether a one-round operation with one command per worker may go without a hold.
+        With a single proxy every worker runs its ring in the order this proxy wrote it, so
+        all workers see the same serial order, which is what the hold gives. Not while a
+        hold runs or waits (a worker takes the hold ahead of frames still in its ring), nor
+        with appendonly, whose cross-shard units only the hold writes."""
+        return self.proxy.n_proxies == 1 and not self.leading and not self.logging()
+
+    def unheld(self, merge: Callable[[list[bytes]], bytes]) -> Callable[[list[bytes]], bytes]:
+        """merge, counted in flight until the operation's replies are all in."""
+        self.unheld_in_flight += 1
+
+        def merged(replies: list[bytes]) -> bytes:
+            if self.unheld_in_flight:      # 0: drain_unheld gave up waiting for it
+                self.unheld_in_flight -= 1
+            if not self.unheld_in_flight and self.unheld_drained is not None and not self.unheld_drained.done():
+                self.unheld_drained.set_result(None)
+            return merge(replies)
+        return merged
+
+    async def drain_unheld(self) -> None:
+        """Wait (bounded: a worker that died may never answer) for the unheld operations."""
+        if self.unheld_in_flight:
+            self.unheld_drained = self.proxy.loop.create_future()
+            try:
+                await asyncio.wait_for(self.unheld_drained, REPLY_TIMEOUT)
+            except asyncio.TimeoutError:
+                self.unheld_in_flight = 0
+            self.unheld_drained = None
 
     def new_unit_id(self) -> bytes:
         return b"%s%x" % (self.unit_prefix, next(self.unit_numbers))
@@ -115,6 +149,7 @@ class Coordinator:
     async def lead(self) -> None:
         try:
             while self.queue:
+                await self.drain_unheld()
                 batch, self.queue = self.queue, []
                 await self.acquire()
                 hold_id, held = self.new_hold_id(), set()

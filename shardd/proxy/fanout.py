@@ -70,11 +70,16 @@ def run_plan(conn, plan: Plan, atomic: bool = True) -> bytes | None:
     if isinstance(plan, bytes):
         return plan
     if isinstance(plan, Parts):
-        if not atomic or len({w for w, _, _ in plan.parts}) == 1:
+        workers = {w for w, _, _ in plan.parts}
+        if not atomic or len(workers) == 1:
             conn.fanout(plan.parts, plan.merge)
             return None
-
-        conn.coordinate(plan, keys_of(plan.parts))
+        keys = keys_of(plan.parts)
+        coordinator = conn.proxy.coordinator
+        if keys and len(workers) == len(plan.parts) > 1 and coordinator.may_skip_hold():
+            conn.fanout(plan.parts, coordinator.unheld(plan.merge))
+            return None
+        conn.coordinate(plan, keys)
         return None
     conn.coordinate(plan)
     return None
