@@ -408,3 +408,29 @@ def test_bzpop_wrong_type_and_errors(r, raw):
     assert raw.call("BZPOPMIN", A0, 0).startswith(b"-WRONGTYPE")
     assert raw.call("BZMPOP", 0, 0, A0, "MIN").startswith(b"-ERR numkeys")
     assert raw.call("BZPOPMIN", B0, "-1") == b"-ERR timeout is negative\r\n"
+
+
+def test_blocking_command_after_pipelined_multi_key_work_keeps_order(r, raw):
+    """One read: multi-key and subcommand work waits for the end of the proxy's loop turn, a
+    blocking command leaves at once; the worker still runs them in the client's order."""
+    raw.send(encode("MSET", A0, "1", A1, "2") + encode("XGROUP", "CREATE", B0, "g", "$", "MKSTREAM")
+             + encode("XREADGROUP", "GROUP", "g", "c", "BLOCK", "50", "STREAMS", B0, ">")
+             + encode("MGET", A0, A1))
+    assert [raw.read() for _ in range(4)] == [b"+OK\r\n", b"+OK\r\n", b"*-1\r\n",
+                                              b"*2\r\n$1\r\n1\r\n$1\r\n2\r\n"]
+
+
+def test_pipelined_multi_key_work_keeps_its_db(server, raw):
+    """Work sent at the end of the loop turn runs in the db its command was read in."""
+    raw.send(encode("SELECT", "1") + encode("MSET", A0, "db1", A1, "db1") + encode("SELECT", "0")
+             + encode("MSET", A0, "db0", A1, "db0") + encode("MGET", A0, A1) + encode("SELECT", "1")
+             + encode("MGET", A0, A1) + encode("SELECT", "0"))
+    replies = [raw.read() for _ in range(8)]
+    assert replies[4] == b"*2\r\n$3\r\ndb0\r\n$3\r\ndb0\r\n"
+    assert replies[6] == b"*2\r\n$3\r\ndb1\r\n$3\r\ndb1\r\n"
+    r1 = server.client(db=1)
+    try:
+        assert r1.mget(A0, A1) == [b"db1", b"db1"]
+    finally:
+        r1.flushall()
+        r1.close()

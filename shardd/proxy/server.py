@@ -172,6 +172,18 @@ class FrameBuilder:
         self.extras.append(encode_command(argv))
         self.slots.append(slot)
 
+    def turn_read(self, raw: bytes | None, conn: "Client") -> tuple | None:
+        """These commands as a section of the turn's frame to their worker (Proxy.add_to_turn),
+        or None when there are none."""
+        if not self.indices:
+            return None
+        slots = self.slots
+        if raw is not None and len(self.indices) == self.n_raw and not self.extras:
+            return conn, self.targets, self.runs, None, slots, raw, conn.db, conn.proto
+        if raw is None or self.indices[0] >= self.n_raw:
+            return conn, self.targets, self.runs, None, slots, b"".join(self.extras), conn.db, conn.proto
+        return conn, self.targets, self.runs, self.indices, slots, b"".join((raw, *self.extras)), conn.db, conn.proto
+
     def build(self, raw: bytes | None, bid: int, client_id: int, db: int, proto: int) -> bytes:
         """The whole frame, ring length prefix included."""
         n = len(self.indices)
@@ -460,6 +472,8 @@ class Proxy:
     def send_frame(self, worker: int, bid: int, payload: bytes, conn: "Client | None", targets: list | None,
                    control: bool = False) -> None:
         link = self.links[worker]
+        if not control and self.turn_reads[worker]:
+            self.send_reads(worker)     # a ring's frames leave in the order they were made
         if targets is not None:
             self.pending[bid] = (conn, targets, worker)
         (link.control if control else link.requests).send_framed(payload)
@@ -481,32 +495,35 @@ class Proxy:
     def send_turn(self) -> None:
         """One frame per worker with every client read of this loop turn bound for it."""
         for w, reads in enumerate(self.turn_reads):
-            if not reads:
-                continue
-            self.turn_reads[w] = []
-            bid = self.take_batch_id()
-            parts = []
-            conns = []
-            targets = []
-            for conn, read_targets, runs, indices, slots, raw in reads:
-                n = len(slots)
-                conns.append(conn)
-                targets.extend(read_targets)
-                if n == 1 and indices is None:
-                    parts.append(ONE_COMMAND_SECTION.pack(conn.id, conn.db, conn.proto, EXEC_ALL, 1, 1, len(raw),
-                                                          1, slots[0]))
-                    parts.append(raw)
-                    continue
-                flags = EXEC_ALL if indices is None else 0
-                parts.append(SECTION.pack(conn.id, conn.db, conn.proto, flags, n, len(runs), len(raw)))
-                parts.append(array.array("I", runs).tobytes())
-                if indices is not None:
-                    parts.append(array.array("I", indices).tobytes())
-                parts.append(array.array("H", slots).tobytes())
+            if reads:
+                self.send_reads(w)
+
+    def send_reads(self, w: int) -> None:
+        """One frame to worker w with the client reads gathered for it so far."""
+        reads = self.turn_reads[w]
+        self.turn_reads[w] = []
+        bid = self.take_batch_id()
+        parts = []
+        conns = []
+        targets = []
+        for conn, read_targets, runs, indices, slots, raw, db, proto in reads:
+            n = len(slots)
+            conns.append(conn)
+            targets.extend(read_targets)
+            if n == 1 and indices is None:
+                parts.append(ONE_COMMAND_SECTION.pack(conn.id, db, proto, EXEC_ALL, 1, 1, len(raw), 1, slots[0]))
                 parts.append(raw)
-            size = REQUEST.size + sum(map(len, parts))
-            parts.insert(0, FRAMED_REQUEST.pack(size, bid, 0, 0, 2, CLIENTS, 0, len(reads), 0))
-            self.send_frame(w, bid, b"".join(parts), conns, targets)
+                continue
+            flags = EXEC_ALL if indices is None else 0
+            parts.append(SECTION.pack(conn.id, db, proto, flags, n, len(runs), len(raw)))
+            parts.append(array.array("I", runs).tobytes())
+            if indices is not None:
+                parts.append(array.array("I", indices).tobytes())
+            parts.append(array.array("H", slots).tobytes())
+            parts.append(raw)
+        size = REQUEST.size + sum(map(len, parts))
+        parts.insert(0, FRAMED_REQUEST.pack(size, bid, 0, 0, 2, CLIENTS, 0, len(reads), 0))
+        self.send_frame(w, bid, b"".join(parts), conns, targets)
 
     def on_wake(self) -> None:
         self.waker.drain()
@@ -816,7 +833,7 @@ class Client(asyncio.Protocol):
         if workers.count(first) == n:
             entry = Entry()
             self.out.append(entry)
-            proxy.add_to_turn(first, (self, [entry], [n], None, slots, raw))
+            proxy.add_to_turn(first, (self, [entry], [n], None, slots, raw, self.db, self.proto))
             return True
         frames: dict[int, tuple[list[int], list[int], list[int], list[Entry]]] = {}
         out = self.out
@@ -836,7 +853,7 @@ class Client(asyncio.Protocol):
             f[0].append(i)
             f[1].append(slots[i])
         for w, (indices, wslots, runs, targets) in frames.items():
-            proxy.add_to_turn(w, (self, targets, runs, indices, wslots, raw))
+            proxy.add_to_turn(w, (self, targets, runs, indices, wslots, raw, self.db, self.proto))
         return True
 
     def go_strict(self, data: bytes) -> None:
@@ -1203,6 +1220,10 @@ class Client(asyncio.Protocol):
         proxy = self.proxy
         raw = self.raw
         for w, b in self.builders.items():
+            read = b.turn_read(raw, self) if not b.flags and not b.hold else None
+            if read is not None:
+                proxy.add_to_turn(w, read)
+                continue
             bid = proxy.take_batch_id()
             proxy.send_frame(w, bid, b.build(raw, bid, self.id, self.db, self.proto), self, b.targets)
         self.builders.clear()
