@@ -42,12 +42,14 @@ def split(conn, argv: list[bytes], width: int = 1) -> tuple[list[tuple[int, list
 
 
 def sum_integers(parts: list[bytes]) -> bytes:
-    return resp.integer(sum(decode_or_raise(p) for p in parts))
+    # An integer reply is read here directly; anything else (an error) is decoded.
+    return resp.integer(sum(int(p[1:-2]) if p[:1] == b":" else decode_or_raise(p) for p in parts))
 
 
 def all_ok(parts: list[bytes]) -> bytes:
     for p in parts:
-        decode_or_raise(p)
+        if p != resp.OK:
+            decode_or_raise(p)
     return resp.OK
 
 
