@@ -5,7 +5,8 @@ released by the kernel), then sends its sub-commands to each involved worker's c
 with HOLD: the worker runs them and then serves nothing but this hold until RELEASE. Since
 every shard involved is held until all have answered, no other client sees half of the
 operation, on any shard; since every cross-shard operation holds the lock, they are ordered.
-Work on one shard never comes here.
+Work on one shard never comes here, nor, with one proxy and no AOF, one-round operations of
+one command per worker (may_skip_hold).
 
 With appendonly on, each operation (or group of one-round operations sharing a frame) whose
 rounds may write is an AOF unit (persist/aof.py): its rounds start with `__aofunit <id> <kind>
