@@ -1007,3 +1007,56 @@ def test_single_shard_work_while_the_coordinator_lock_is_held(server, r):
     finally:
         waiting.close()
         behind.close()
+
+
+def test_held_operations_never_see_half_of_an_unheld_mset(server):
+    """With one proxy, a cross-shard MSET goes without a hold (each worker runs it in ring
+    order). A script reading both keys runs under a hold across the workers: it must see both
+    values of one MSET, never one new and one old, while MSETs stream in pipelined."""
+    ka, kb = A + "pair", B + "pair"
+    setup = server.client()
+    setup.mset({ka: 0, kb: 0})
+    setup.close()
+    stop = threading.Event()
+    seen = {"checks": 0, "bad": [], "errors": []}
+
+    def writer() -> None:
+        conn = RawConnection(server.port)
+        i = 0
+        try:
+            while not stop.is_set():
+                batch = b"".join(encode("MSET", ka, str(i + j), kb, str(i + j)) for j in range(16))
+                conn.send(batch)
+                for _ in range(16):
+                    assert conn.read() == b"+OK\r\n"
+                i += 16
+        except Exception as exc:  # noqa: BLE001
+            seen["errors"].append(repr(exc))
+        finally:
+            conn.close()
+
+    def checker() -> None:
+        c = server.client()
+        try:
+            while not stop.is_set():
+                a, b = c.eval("return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}", 2, ka, kb)
+                seen["checks"] += 1
+                if a != b:
+                    seen["bad"].append((a, b))
+                    stop.set()
+        except Exception as exc:  # noqa: BLE001
+            seen["errors"].append(repr(exc))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (writer, writer, checker, checker)]
+    for t in threads:
+        t.start()
+    stop.wait(3)
+    stop.set()
+    for t in threads:
+        t.join(15)
+    assert not any(t.is_alive() for t in threads)
+    assert not seen["errors"], seen["errors"][:3]
+    assert not seen["bad"], seen["bad"][:3]
+    assert seen["checks"] >= 50, seen
