@@ -6,6 +6,7 @@ import shlex
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import hiredis
@@ -47,6 +48,19 @@ def wait_until(predicate, timeout: float = 10.0, step: float = 0.05):
             return value
         time.sleep(step)
     return predicate()
+
+
+def run_threads(targets, stop: threading.Event, seconds: float, join_timeout: float = 20.0) -> None:
+    """Run each callable in a daemon thread until `stop` is set (by the test, or by us after
+    `seconds`); a thread still running after that fails the test instead of hanging it."""
+    threads = [threading.Thread(target=t, daemon=True) for t in targets]
+    for t in threads:
+        t.start()
+    stop.wait(seconds)
+    stop.set()
+    for t in threads:
+        t.join(join_timeout)
+    assert not any(t.is_alive() for t in threads), "a load thread is stuck"
 
 
 def encode(*args) -> bytes:

@@ -31,7 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from helpers import RawConnection, encode, keys_on, oracle_cases, run_both, worker_of, wait_until
+from helpers import RawConnection, encode, keys_on, oracle_cases, run_both, run_threads, worker_of, wait_until
 from server import Server
 
 A = "{a}"    # worker 1
@@ -244,14 +244,7 @@ def test_concurrent_renames_across_workers_are_atomic(server):
     try:
         r.flushall()
         r.set(src, "payload", ex=1000)
-        threads = [threading.Thread(target=f, daemon=True) for f in (mover, mover, reader, reader)]
-        for t in threads:
-            t.start()
-        stop.wait(2.0)
-        stop.set()
-        for t in threads:
-            t.join(20)
-        assert not any(t.is_alive() for t in threads)
+        run_threads((mover, mover, reader, reader), stop, 2.0)
         assert not stats["bad"], stats["bad"][:5]
         assert stats["moves"] >= 50 and stats["reads"] >= 50, stats
         assert r.exists(src, dst) == 1 and 990 < max(r.ttl(src), r.ttl(dst)) <= 1000
@@ -1049,14 +1042,7 @@ def test_held_operations_never_see_half_of_an_unheld_mset(server):
         finally:
             c.close()
 
-    threads = [threading.Thread(target=f, daemon=True) for f in (writer, writer, checker, checker)]
-    for t in threads:
-        t.start()
-    stop.wait(3)
-    stop.set()
-    for t in threads:
-        t.join(15)
-    assert not any(t.is_alive() for t in threads)
+    run_threads((writer, writer, checker, checker), stop, 3.0)
     assert not seen["errors"], seen["errors"][:3]
     assert not seen["bad"], seen["bad"][:3]
     assert seen["checks"] >= 50, seen

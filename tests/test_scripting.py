@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -24,7 +25,7 @@ import time
 import pytest
 import redis
 
-from helpers import RawConnection, encode, keys_on, oracle_cases, run_both, worker_of
+from helpers import RawConnection, encode, keys_on, oracle_cases, run_both, run_threads, worker_of
 from server import Server, recv_until
 
 A = "{a}"    # worker 1
@@ -627,15 +628,8 @@ def test_invariant_under_concurrent_eval_transfers(server):
         finally:
             c.close()
 
-    threads = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(4)]
-    threads += [threading.Thread(target=reader, args=(10 + i,), daemon=True) for i in range(2)]
-    for t in threads:
-        t.start()
-    stop.wait(3.0)
-    stop.set()
-    for t in threads:
-        t.join(20)
-    assert not any(t.is_alive() for t in threads)
+    run_threads([functools.partial(writer, i) for i in range(4)] + [functools.partial(reader, 10 + i) for i in range(2)],
+                stop, 3.0)
     assert not stats["errors"], stats["errors"][:3]
     assert not stats["bad"], stats["bad"][:5]
     assert sum(int(v) for v in setup.mget(keys)) == N_BALANCES * START
