@@ -384,3 +384,16 @@ def test_object_freq_and_lfu_log_factor(m, raw):
     assert 16 <= m.object("freq", "k") < 30                # logarithmic now: 16 + a few
     assert raw.call("OBJECT", "IDLETIME", "k").startswith(b"-ERR An LFU maxmemory policy is selected")
     assert raw.call("OBJECT", "FREQ", "nosuch") == b"$-1\r\n"
+
+
+def test_cross_worker_write_refused_whole_when_one_worker_is_out_of_memory(m, raw):
+    """A denyoom command whose keys span workers is refused as a whole (-OOM, nothing
+    written) when one of those workers is out of memory, as Valkey refuses it before it runs."""
+    limit(m, "noeviction")
+    assert fill(m, keys_on(0, 20000, "full:")) > 0        # worker 0 only
+    ok_key, full_key = keys_on(1, 1, "roomy:")[0], keys_on(0, 1, "new:")[0]
+    assert raw.call("SET", ok_key, "1") == b"+OK\r\n"       # worker 1 has room
+    oom = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+    assert wait_until(lambda: raw.call("MSET", ok_key, "2", full_key, "2") == oom, 2)
+    assert raw.call("GET", ok_key) == b"$1\r\n1\r\n" and raw.call("EXISTS", full_key) == b":0\r\n"
+    assert raw.call("DEL", ok_key, full_key) == b":1\r\n"  # not denyoom: runs

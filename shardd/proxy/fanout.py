@@ -16,6 +16,7 @@ from ..commands import ALL, MULTI, cross_shard_command, proxy_command
 from ..slots import keyslot
 from ..worker import notify
 from ..worker.coordination import DELETED
+from ..worker.evict import OOM
 from .replies import decode_or_raise
 
 
@@ -105,6 +106,8 @@ def planned(*names: str, route: str = MULTI, cross_shard: bool = False):
     command's keys turn out to span workers)."""
     def register(planner: Callable[..., Plan]) -> Callable[..., Plan]:
         def handler(conn, argv: list[bytes]) -> bytes | None:
+            if conn.proxy.config.values.get("maxmemory") and refused_for_oom(conn, argv):
+                return resp.error(OOM)
             try:
                 plan = planner(conn, argv)
             except errors.CommandError as exc:
@@ -119,6 +122,14 @@ def planned(*names: str, route: str = MULTI, cross_shard: bool = False):
                 proxy_command(name, route=route)(handler)
         return planner
     return register
+
+
+def refused_for_oom(conn, argv: list[bytes]) -> bool:
+    """Valkey refuses a denyoom command before it runs when memory is short: here, when a
+    worker holding one of its keys is out of memory. Checked before the split, so the parts
+    on workers with room do not run alone."""
+    from .transactions import refused_for_oom as refused      # transactions imports this module
+    return refused(conn, [argv])
 
 
 def first_reply(replies: list[bytes]) -> bytes:
