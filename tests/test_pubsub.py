@@ -521,3 +521,33 @@ def test_publish_from_scripts_reaches_subscribers(server, oracle_port, r):
     finally:
         sub.close()
         psub.close()
+
+
+def test_spublish_from_scripts_reaches_shard_subscribers(server, oracle_port, r):
+    """A script's SPUBLISH reaches SSUBSCRIBE's subscribers once (on one worker, across
+    workers, or moved across them), and neither channel nor pattern subscribers; EVAL_RO
+    refuses it as Valkey does."""
+    from helpers import keys_on
+    a, b = keys_on(0, 1, "spub:")[0], keys_on(1, 1, "spub:")[0]
+    ssub, sub, psub = RawConnection(server.port), RawConnection(server.port), RawConnection(server.port)
+    try:
+        for conn, command in ((ssub, "SSUBSCRIBE"), (sub, "SUBSCRIBE"), (psub, "PSUBSCRIBE")):
+            send(conn, command, "news")
+            conn.read()
+        scripts = [("return redis.call('spublish', 'news', ARGV[1])", [a]),
+                   ("redis.call('set', KEYS[1], 'x') redis.call('set', KEYS[2], 'y') "
+                    "return redis.call('spublish', 'news', ARGV[1])", [a, b]),
+                   ("redis.call('set', KEYS[1], 'x') redis.call('spublish', 'news', ARGV[1]) "
+                    "return redis.call('get', '" + b + "')", [a])]
+        for i, (body, keys) in enumerate(scripts):
+            r.eval(body, len(keys), *keys, f"m{i}")
+            assert ssub.read() == b"*3\r\n$8\r\nsmessage\r\n$4\r\nnews\r\n$2\r\nm%d\r\n" % i
+        ro = ["EVAL_RO", "return redis.call('spublish', 'news', 'x')", "0"]
+        assert run_steps(server.port, [(ro, 1)]) == run_steps(oracle_port, [(ro, 1)])
+        for conn in (ssub, sub, psub):
+            conn.sock.settimeout(0.3)
+            with pytest.raises(socket.timeout):         # nothing more, and nothing elsewhere
+                conn.sock.recv(100)
+    finally:
+        for conn in (ssub, sub, psub):
+            conn.close()

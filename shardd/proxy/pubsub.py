@@ -41,6 +41,7 @@ from .. import monitor as monitor_lines, resp
 from ..commands import proxy_command
 from ..frames import NO_REPLY, NOTOUCH
 from ..glob import glob_matcher
+from ..worker.notify import SHARD_MESSAGE
 from . import peers as peer_links
 from .server import Entry
 from .transactions import IMMEDIATE
@@ -439,12 +440,14 @@ class Registry:
             pos, end = 0, len(body)
             while pos < end:
                 n = ENTRY.unpack_from(body, pos)[0]
+                shard = n >= SHARD_MESSAGE
+                n &= SHARD_MESSAGE - 1
                 channel = bytes(body[pos + 4:pos + 4 + n])
                 pos += 4 + n
                 n = ENTRY.unpack_from(body, pos)[0]
                 message = bytes(body[pos + 4:pos + 4 + n])
                 pos += 4 + n
-                self.deliver(channel, message)
+                self.deliver(channel, message, shard)
         elif kind == TRACKING_FRAME:
             self.tracking.on_worker_frame(frame)
         elif kind == MONITOR_FRAME:

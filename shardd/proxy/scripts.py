@@ -191,7 +191,7 @@ async def run_across(hold, conn, spec, argv: list[bytes], keys: list[bytes]) -> 
         if events is not None and events.pending:
             conn.proxy.pubsub.raise_events(events.pending)
         for channel, message in ctx.stats.get("published", ()):
-            conn.proxy.pubsub.publish(channel, message)
+            conn.proxy.pubsub.publish(channel, message, shard=channel.__class__ is notify.ShardChannel)
         if is_eval_body(argv):
             load_everywhere(conn, argv[1])
         return reply

@@ -40,6 +40,12 @@ ALL = GENERIC | STRING | LIST | SET | HASH | ZSET | EXPIRED | EVICTED | STREAM |
 CLASSES = {"K": K, "E": E, "g": GENERIC, "$": STRING, "l": LIST, "s": SET, "h": HASH, "z": ZSET,
            "x": EXPIRED, "e": EVICTED, "t": STREAM, "m": KEY_MISS, "d": MODULE, "n": NEW, "A": ALL}
 ENTRY = struct.Struct("<I")
+SHARD_MESSAGE = 1 << 31     # set in a channel's ENTRY length: SPUBLISH's, for SSUBSCRIBE's subscribers
+
+
+class ShardChannel(bytes):
+    """A shard channel in Emitter.pending (SPUBLISH from a script)."""
+    __slots__ = ()
 EXPIRE_OPTIONS = frozenset((b"ex", b"px", b"exat", b"pxat"))
 
 current: "Events | None" = None      # this worker process's Events (for key_evicted)
@@ -226,7 +232,8 @@ class Events(Emitter):
         clients concerned."""
         self.queued = False
         if self.pending:
-            body = b"".join(b"%b%b%b%b" % (ENTRY.pack(len(c)), c, ENTRY.pack(len(m)), m) for c, m in self.pending)
+            body = b"".join(b"%b%b%b%b" % (ENTRY.pack(len(c) | (c.__class__ is ShardChannel) << 31), c,
+                                           ENTRY.pack(len(m)), m) for c, m in self.pending)
             self.pending.clear()
             for link in self.worker.links:
                 self.send(link, KEYSPACE_FRAME, body)

@@ -499,8 +499,13 @@ def publish_command(ctx: Ctx, argv: list[bytes]) -> bytes:
     return resp.ZERO
 
 
+def spublish_command(ctx: Ctx, argv: list[bytes]) -> bytes:
+    """SPUBLISH from a script: as PUBLISH, to the shard channel's (SSUBSCRIBE) subscribers."""
+    return publish_command(ctx, [argv[0], notify.ShardChannel(argv[1]), argv[2]])
+
+
 LOCAL_COMMANDS = {"ping": ping_command, "echo": echo_command, "time": time_command, "select": select_command,
-                  "publish": publish_command}
+                  "publish": publish_command, "spublish": spublish_command}
 
 
 # -- running --------------------------------------------------------------------------------
