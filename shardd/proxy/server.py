@@ -486,7 +486,9 @@ class Proxy:
 
     def add_to_turn(self, worker: int, read: tuple) -> None:
         """A client read for one worker: it leaves at the end of this loop turn, in one frame
-        with the other clients' reads for that worker (per-frame costs shared by all)."""
+        with the other clients' reads for that worker (per-frame costs shared by all). `read`
+        is (client, reply targets, runs, command indices or None for all, slots, request
+        bytes, db, protocol), the db and protocol as they were when the commands were read."""
         self.turn_reads[worker].append(read)
         if not self.poll_scheduled:
             self.poll_scheduled = True
