@@ -194,10 +194,10 @@ class Plumbing:
 
     def __init__(self, n_proxies: int, n_workers: int) -> None:
         per_pair = ring_size(REQUEST_RING) + ring_size(REPLY_RING) + ring_size(CONTROL_RING) + 5 * 64
-        self.region = SharedRegion(n_proxies * n_workers * per_pair + (2 * n_proxies + n_workers + 4) * 64)
+        self.region = SharedRegion(n_proxies * n_workers * per_pair + (3 * n_proxies + n_workers + 4) * 64)
         self.worker_wakers = [Waker(self.region.take(64)) for _ in range(n_workers)]
         self.proxy_wakers = [Waker(self.region.take(64)) for _ in range(n_proxies)]
-        self.proxy_stats = [self.region.take(64).cast("Q") for _ in range(n_proxies)]
+        self.proxy_stats = [self.region.take(128).cast("Q") for _ in range(n_proxies)]
         self.pairs = [[(Ring(self.region.take(ring_size(REQUEST_RING)), REQUEST_RING),
                         Ring(self.region.take(ring_size(CONTROL_RING)), CONTROL_RING),
                         Ring(self.region.take(ring_size(REPLY_RING)), REPLY_RING))

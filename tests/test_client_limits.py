@@ -1,6 +1,7 @@
 """CLIENT NO-TOUCH (reads that leave access times alone) and maxmemory-clients (client eviction)."""
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -349,4 +350,42 @@ def test_maxmemory_clients_share_per_proxy():
             c.close()
         r.close()
     finally:
+        srv.stop()
+
+
+def test_mem_clients_normal_counts_every_proxys_clients():
+    """INFO memory's mem_clients_normal is server-wide: a client holding a big partial query
+    on one proxy counts in the INFO another proxy answers (within its once-a-second update)."""
+    srv = Server(proxies=2)
+    socks = []
+    try:
+        by_proxy: dict[int, socket.socket] = {}
+        deadline = time.monotonic() + 10     # the second proxy may still be starting
+        while time.monotonic() < deadline:   # bursts of connections: the proxies race to accept them
+            time.sleep(0.1)
+            burst = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(4)]
+            socks.extend(burst)
+            for s in burst:
+                s.sendall(b"CLIENT ID\r\n")
+                client_id = int(s.recv(100)[1:-2])
+                by_proxy.setdefault((client_id - 1) % 2, s)     # ids count up per proxy from its index
+            if len(by_proxy) == 2:
+                break
+        assert len(by_proxy) == 2, "every connection went to one proxy"
+        holder, asker = by_proxy[0], by_proxy[1]
+        holder.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$10000000\r\n" + b"x" * 200_000)
+
+        def reported() -> int:
+            asker.sendall(b"INFO memory\r\n")
+            data = asker.recv(65536)
+            while b"\r\n" not in data:
+                data += asker.recv(65536)
+            size = int(data[1:data.index(b"\r\n")])
+            while len(data) < data.index(b"\r\n") + 2 + size + 2:
+                data += asker.recv(65536)
+            return int(re.search(rb"mem_clients_normal:(\d+)", data).group(1))
+        assert wait_until(lambda: reported() >= 200_000, 5), reported()
+    finally:
+        for s in socks:
+            s.close()
         srv.stop()

@@ -80,10 +80,18 @@ class Overview:
         self.frag_bytes = self.rss - self.used
 
 
-def clients_memory(proxy) -> int:
-    """mem_clients_normal: what this proxy's clients hold (CLIENT LIST's tot-mem, summed)."""
+def own_clients_memory(proxy) -> int:
+    """What this proxy's clients hold (CLIENT LIST's tot-mem, summed)."""
     from .connection import client_memory
     return sum(client_memory(c) for c in proxy.clients.values())
+
+
+def clients_memory(proxy) -> int:
+    """mem_clients_normal, server-wide: this proxy's clients now, the other proxies' as they
+    published them (once a second)."""
+    field = proxy.STAT_FIELDS.index("mem_clients_normal")
+    others = sum(view[field] for i, view in enumerate(proxy.info["proxy_stats"]) if i != proxy.index)
+    return own_clients_memory(proxy) + others
 
 
 def memory_lines(proxy, workers: list[dict]) -> list[str]:

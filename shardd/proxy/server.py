@@ -261,7 +261,7 @@ class Proxy:
         self.names: dict[bytes, CommandSpec] = {}
         self.stats = {"total_connections_received": 0, "total_commands_processed": 0,
                       "rejected_connections": 0, "total_net_input_bytes": 0,
-                      "total_net_output_bytes": 0, "blocked_clients": 0}
+                      "total_net_output_bytes": 0, "blocked_clients": 0, "mem_clients_normal": 0}
         self.start_time = time.time()
         self.queries: dict[int, Query] = {}
         self.long_header = suspicious_pattern(config.values["proto-max-bulk-len"]).search
@@ -301,7 +301,8 @@ class Proxy:
     # -- server-wide state shared with the other proxies -----------------------------------
     STAT_FIELDS = ("pid", "connected_clients", "total_connections_received", "total_commands_processed",
                    "total_net_input_bytes", "total_net_output_bytes", "rejected_connections",
-                   "blocked_clients")   # 8 u64 fields: the shared region gives each proxy 64 bytes
+                   "blocked_clients", "mem_clients_normal")   # u64 fields: each proxy has 128 bytes
+    GAUGES = ("blocked_clients", "mem_clients_normal")      # what CONFIG RESETSTAT leaves alone
 
     def publish_stats(self) -> None:
         """Copy this proxy's counters to shared memory, where every proxy's INFO reads them."""
@@ -325,7 +326,8 @@ class Proxy:
 
     def reset_stats(self) -> None:
         for name in self.stats:
-            self.stats[name] = 0
+            if name not in self.GAUGES:
+                self.stats[name] = 0
         self.publish_stats()
 
     def apply_config(self, pairs: list[tuple[str, str]]) -> None:
@@ -1405,6 +1407,7 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
     parent = os.getppid()
 
     ticks = [0]
+    from .memory import own_clients_memory
 
     def watch_parent() -> None:
         if os.getppid() != parent:
@@ -1417,6 +1420,9 @@ def run(index: int, n_proxies: int, links: list[WorkerLink], waker: Waker, confi
         ticks[0] += 1
         if ticks[0] % 10 == 0:
             proxy.snapshots.tick()
+            # What the other proxies' INFO memory counts for our clients (a walk of all of
+            # them, so once a second rather than per INFO or per connection).
+            proxy.stats["mem_clients_normal"] = own_clients_memory(proxy)
         loop.call_later(0.1, watch_parent)
 
     if server_info.get("restarted"):
