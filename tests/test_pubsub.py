@@ -488,6 +488,15 @@ def test_client_list_and_info_show_subscriptions(server, r):
 
 # -- PUBLISH from scripts -------------------------------------------------------------------------
 
+def publishing_scripts(command: str, a: str, b: str) -> list[tuple[str, list[str]]]:
+    """Scripts that publish ARGV[1] to 'news' with `command`, keys a and b on different workers:
+    run on a's worker, across both, and moved across them by an undeclared read of b."""
+    publish = f"redis.call('{command}', 'news', ARGV[1])"
+    return [(f"redis.call('set', KEYS[1], 'x') return {publish}", [a]),
+            (f"redis.call('set', KEYS[1], 'x') redis.call('set', KEYS[2], 'y') return {publish}", [a, b]),
+            (f"redis.call('set', KEYS[1], 'x') {publish} return redis.call('get', '{b}')", [a])]
+
+
 def test_publish_from_scripts_reaches_subscribers(server, oracle_port, r):
     """A script's PUBLISH reaches channel and pattern subscribers once, whether the script
     runs on one worker, across workers, or is moved across workers by an undeclared key; the
@@ -501,12 +510,7 @@ def test_publish_from_scripts_reaches_subscribers(server, oracle_port, r):
         sub.read()
         send(psub, "PSUBSCRIBE", "n*")
         psub.read()
-        scripts = [("redis.call('set', KEYS[1], 'x') return redis.call('publish', 'news', ARGV[1])", [a]),
-                   ("redis.call('set', KEYS[1], 'x') redis.call('set', KEYS[2], 'y') "
-                    "return redis.call('publish', 'news', ARGV[1])", [a, b]),
-                   ("redis.call('set', KEYS[1], 'x') redis.call('publish', 'news', ARGV[1]) "
-                    "return redis.call('get', '" + b + "')", [a])]
-        for i, (body, keys) in enumerate(scripts):
+        for i, (body, keys) in enumerate(publishing_scripts("publish", a, b)):
             r.eval(body, len(keys), *keys, f"m{i}")
             assert sub.read() == b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nm%d\r\n" % i
             assert psub.read() == b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nm%d\r\n" % i
@@ -534,12 +538,7 @@ def test_spublish_from_scripts_reaches_shard_subscribers(server, oracle_port, r)
         for conn, command in ((ssub, "SSUBSCRIBE"), (sub, "SUBSCRIBE"), (psub, "PSUBSCRIBE")):
             send(conn, command, "news")
             conn.read()
-        scripts = [("return redis.call('spublish', 'news', ARGV[1])", [a]),
-                   ("redis.call('set', KEYS[1], 'x') redis.call('set', KEYS[2], 'y') "
-                    "return redis.call('spublish', 'news', ARGV[1])", [a, b]),
-                   ("redis.call('set', KEYS[1], 'x') redis.call('spublish', 'news', ARGV[1]) "
-                    "return redis.call('get', '" + b + "')", [a])]
-        for i, (body, keys) in enumerate(scripts):
+        for i, (body, keys) in enumerate(publishing_scripts("spublish", a, b)):
             r.eval(body, len(keys), *keys, f"m{i}")
             assert ssub.read() == b"*3\r\n$8\r\nsmessage\r\n$4\r\nnews\r\n$2\r\nm%d\r\n" % i
         ro = ["EVAL_RO", "return redis.call('spublish', 'news', 'x')", "0"]
