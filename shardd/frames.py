@@ -10,6 +10,7 @@ Reply:    REPLY header | run lengths (u32 × n_runs) | concatenated RESP replies
 """
 from __future__ import annotations
 
+import array
 import struct
 
 REQUEST = struct.Struct("<IQBBHIII")  # batch id, client id, db, proto, flags, n_exec, n_runs, hold id
@@ -40,5 +41,25 @@ TRACK = 512         # client tracking: the worker remembers which keys the frame
                     # commands read, for the frame's client (worker/tracking.py)
 NOTOUCH = 1024      # CLIENT NO-TOUCH: the frame's commands leave the keys' access clocks alone
                     # (LRU/LFU), TOUCH excepted (worker/no_touch.py)
+SPLIT = 2048        # a CLIENTS section holding one read split over two workers: SECTION | worker
+                    # map (u8 × n_exec, the worker of each command) | slots (u16 × n_exec) | RESP,
+                    # n_runs the map's byte for this worker; its reply is one run, itself
+                    # u32 n | run lengths (u32 × n) | run bodies (split_runs)
 GUARD = 32          # EXEC on one worker: if a key the client WATCHes changed, run nothing and
                     # answer every run with an empty body; either way the client's watches end
+
+
+def split_runs(blob: bytes) -> list[bytes] | None:
+    """The run bodies of a SPLIT section's reply, or None when it is not one (an error a
+    restarted worker left in its place)."""
+    if len(blob) < 4:
+        return None
+    n = int.from_bytes(blob[:4], "little")
+    pos = 4 + 4 * n
+    if pos > len(blob):
+        return None
+    runs = []
+    for size in array.array("I", blob[4:pos]):
+        runs.append(blob[pos:pos + size])
+        pos += size
+    return runs if pos == len(blob) else None

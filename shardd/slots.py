@@ -4,6 +4,7 @@ from __future__ import annotations
 from binascii import crc_hqx
 
 SLOTS = 16384
+SLOT_MASK = SLOTS - 1
 
 
 def keyslot(key: bytes) -> int:
@@ -12,7 +13,7 @@ def keyslot(key: bytes) -> int:
         end = key.find(b"}", start + 1)
         if end > start + 1:
             key = key[start + 1:end]
-    return crc_hqx(key, 0) & 16383
+    return crc_hqx(key, 0) & SLOT_MASK
 
 
 def slot_ranges(shards: int) -> list[tuple[int, int]]:

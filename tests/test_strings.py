@@ -7,6 +7,7 @@ and {b} is slot 3300 (worker 0, slots 0-8191); see test_tags_cover_both_workers.
 from __future__ import annotations
 
 import os
+import random
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from redis.crc import key_slot
 
 from helpers import RawConnection, encode, oracle_cases, run_both, worker_of
 from server import Server
+from shardd.slots import slot_map
 
 A = "{a}"    # worker 1
 B = "{b}"    # worker 0
@@ -673,3 +675,64 @@ def test_resp3_nulls(server, r):
         assert conn.call("SET", B + "k", "v", "NX") == b"_\r\n"
     finally:
         conn.close()
+
+
+# -- reads split over two workers ------------------------------------------------------------------
+
+SPLIT_COMMANDS = [("SET", "{k}", "v{n}"), ("GET", "{k}"), ("INCR", "{k}"), ("APPEND", "{k}", "x"),
+                  ("STRLEN", "{k}"), ("LPUSH", "{k}", "e"), ("SETNX", "{k}", "n"), ("GETDEL", "{k}"),
+                  ("GET", "{k}", "extra")]
+
+
+def random_pipeline(rng, keys: list[str]) -> list[tuple]:
+    """Single-key commands on random keys: replies, wrong types and errors mixed."""
+    out = []
+    for n in range(rng.randint(2, 40)):
+        template = rng.choice(SPLIT_COMMANDS)
+        key = rng.choice(keys)
+        out.append(tuple(a.replace("{k}", key).replace("{n}", str(n)) for a in template))
+    return out
+
+
+def replies_of(port: int, setup: list[tuple], pipelines: list[list[tuple]]) -> list[bytes]:
+    """Each pipeline sent in one write on one connection (after setup), its replies' bytes."""
+    conn = RawConnection(port)
+    try:
+        for command in setup:
+            conn.call(*command)
+        out = []
+        for commands in pipelines:
+            conn.send(b"".join(encode(*c) for c in commands))
+            out.append(b"".join(conn.read() for _ in commands))
+        return out
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("setup", [[], [("HELLO", "3")], [("SELECT", "1")]], ids=["resp2", "resp3", "db1"])
+def test_pipelines_split_over_two_workers_match_redis(server, oracle_port, setup):
+    """Reads whose commands go to both workers (each runs its own, the proxy interleaves their
+    runs) answer byte for byte as redis-server does, in RESP2 and RESP3 and in another db."""
+    rng = random.Random(1)
+    keys = [f"split:{i}" for i in range(12)]
+    assert {worker_of(k) for k in keys} == {0, 1}
+    pipelines = [random_pipeline(rng, keys) for _ in range(60)]
+    assert sum(len({worker_of(c[1]) for c in p}) == 2 for p in pipelines) >= 50
+    flush = [("SELECT", "0"), ("FLUSHALL",), ("SELECT", "1"), ("FLUSHALL",), ("SELECT", "0")]
+    got = replies_of(server.port, flush + setup, pipelines)
+    want = replies_of(oracle_port, flush + setup, pipelines)
+    for commands, g, w in zip(pipelines, got, want):
+        assert g == w, f"{commands!r}: shardd {g!r} != redis {w!r}"
+
+
+def test_pipelines_over_two_or_three_of_three_workers_match_redis(oracle_port):
+    rng = random.Random(2)
+    srv = Server(workers=3)
+    try:
+        keys = [f"three:{i}" for i in range(18)]
+        assert {slot_map(3)[key_slot(k.encode())] for k in keys} == {0, 1, 2}
+        pipelines = [random_pipeline(rng, keys) for _ in range(40)]
+        flush = [("FLUSHALL",)]
+        assert replies_of(srv.port, flush, pipelines) == replies_of(oracle_port, flush, pipelines)
+    finally:
+        srv.stop()

@@ -12,8 +12,11 @@ import os
 import re
 import socket
 import time
+from binascii import crc_hqx
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
+from itertools import groupby
 from time import perf_counter_ns
 from typing import Callable
 
@@ -22,9 +25,9 @@ import hiredis
 from .. import commands, errors, log, resp
 from ..commands import SINGLE, CommandSpec
 from ..frames import (CLIENTS, EXEC_ALL, FRAMED_REQUEST, NOTOUCH, ONE_COMMAND_SECTION, REPLY, REQUEST, SECTION,
-                      WAKE_BID)
+                      SPLIT, WAKE_BID, split_runs)
 from ..ring import FrameReader, FrameWriter, Waker
-from ..slots import keyslot
+from ..slots import SLOT_MASK, keyslot
 from ..worker.server_cmds import OpStats, may_replicate
 from . import transactions
 from ..worker.names import original_argv
@@ -131,6 +134,36 @@ class GatherPart:
         g.missing -= 1
         if g.missing == 0:
             settle(g.entry, g.merge, g.parts)
+
+
+def merge_split(workers: bytes, parts: list[bytes]) -> bytes:
+    """The replies of a read split over two workers (a SPLIT section each, parts[0] from the
+    first command's worker): their runs alternate, that worker's first."""
+    first, second = split_runs(parts[0]), split_runs(parts[1])
+    if first is None or second is None or not 0 <= len(first) - len(second) <= 1:
+        return failed_split(workers, parts)
+    chunks = [b""] * (len(first) + len(second))
+    chunks[0::2] = first
+    chunks[1::2] = second
+    return b"".join(chunks)
+
+
+def failed_split(workers: bytes, parts: list[bytes]) -> bytes:
+    """merge_split when a part is an error in place of runs (its worker restarted, or the
+    replies were too large): that error answers each of the worker's commands."""
+    runs = [split_runs(part) for part in parts]
+    taken = [0, 0]
+    out = []
+    for w, commands_of_run in groupby(workers):
+        k = 0 if w == workers[0] else 1
+        got = runs[k]
+        if got is not None and taken[k] < len(got):
+            out.append(got[taken[k]])
+        else:
+            error = parts[k] if parts[k][:1] == b"-" else resp.error("ERR a shard worker's replies were lost")
+            out.append(error * sum(1 for _ in commands_of_run))
+        taken[k] += 1
+    return b"".join(out)
 
 
 def settle(entry: Entry, produce: Callable, arg) -> None:
@@ -490,7 +523,9 @@ class Proxy:
         """A client read for one worker: it leaves at the end of this loop turn, in one frame
         with the other clients' reads for that worker (per-frame costs shared by all). `read`
         is (client, reply targets, runs, command indices or None for all, slots, request
-        bytes, db, protocol), the db and protocol as they were when the commands were read."""
+        bytes, db, protocol), the db and protocol as they were when the commands were read; for
+        a read split over two workers (SPLIT) it is (client, [its GatherPart], this worker's
+        byte, the worker map, the packed slots of every command, request bytes, db, protocol)."""
         self.turn_reads[worker].append(read)
         if not self.poll_scheduled:
             self.poll_scheduled = True
@@ -517,6 +552,9 @@ class Proxy:
             if n == 1 and indices is None:
                 parts.append(ONE_COMMAND_SECTION.pack(conn.id, db, proto, EXEC_ALL, 1, 1, len(raw), 1, slots[0]))
                 parts.append(raw)
+                continue
+            if indices.__class__ is bytes:      # the worker map of a read split over two workers
+                parts += (SECTION.pack(conn.id, db, proto, SPLIT, len(indices), runs, len(raw)), indices, slots, raw)
                 continue
             flags = EXEC_ALL if indices is None else 0
             parts.append(SECTION.pack(conn.id, db, proto, flags, n, len(runs), len(raw)))
@@ -819,6 +857,8 @@ class Client(asyncio.Protocol):
         slotmap = proxy.slotmap
         slots = []
         workers = []
+        # No '{' in the read, so no hash tag: each slot is the key's CRC16 (keyslot, inlined).
+        tagless = b"{" not in raw
         for argv in cmds:
             spec = names.get(argv[0])
             if spec is None:
@@ -827,7 +867,7 @@ class Client(asyncio.Protocol):
             a = spec.arity
             if not k or ((len(argv) != a) if a > 0 else (len(argv) < -a)):
                 return False
-            slot = keyslot(argv[k])
+            slot = crc_hqx(argv[k], 0) & SLOT_MASK if tagless else keyslot(argv[k])
             slots.append(slot)
             workers.append(slotmap[slot])
         n = len(cmds)
@@ -838,6 +878,11 @@ class Client(asyncio.Protocol):
             entry = Entry()
             self.out.append(entry)
             proxy.add_to_turn(first, (self, [entry], [n], None, slots, raw, self.db, self.proto))
+            return True
+        pair = set(workers)
+        if len(pair) == 2:
+            pair.discard(first)
+            self.send_split(first, pair.pop(), bytes(workers), slots, raw)
             return True
         frames: dict[int, tuple[list[int], list[int], list[int], list[Entry]]] = {}
         out = self.out
@@ -859,6 +904,18 @@ class Client(asyncio.Protocol):
         for w, (indices, wslots, runs, targets) in frames.items():
             proxy.add_to_turn(w, (self, targets, runs, indices, wslots, raw, self.db, self.proto))
         return True
+
+    def send_split(self, first: int, second: int, workers: bytes, slots: list[int], raw: bytes) -> None:
+        """A read whose commands go to two workers (the common pipeline with two): the whole
+        read and its worker map go to both, each runs its own commands and answers with its
+        runs, and one place in the reply order takes them, interleaved (merge_split)."""
+        entry = Entry()
+        self.out.append(entry)
+        gather = Gather(entry, 2, partial(merge_split, workers))
+        packed = array.array("H", slots).tobytes()
+        db, proto = self.db, self.proto
+        self.proxy.add_to_turn(first, (self, [GatherPart(gather, 0)], first, workers, packed, raw, db, proto))
+        self.proxy.add_to_turn(second, (self, [GatherPart(gather, 1)], second, workers, packed, raw, db, proto))
 
     def go_strict(self, data: bytes) -> None:
         """Switch this connection to the strict parser from the last command boundary."""

@@ -15,7 +15,7 @@ import hiredis
 
 from .. import commands, errors, log, resp
 from ..frames import (NOTOUCH, TRACK, ATOMIC, BLOCKING, CLIENTS, EXEC_ALL, WAKE_BID, FRAMED_REPLY, GUARD, HOLD, IN_HOLD, NO_REPLY, RELEASE, REPLY, REQUEST,
-                      SECTION)
+                      SECTION, SPLIT)
 from .coordination import forget_watches, watch_fired
 from ..ring import FrameReader, FrameWriter, Waker
 from . import keyspace
@@ -357,6 +357,21 @@ class Worker:
                     lengths.append(len(reply))
                 bodies.append(reply)
                 continue
+            if flags & SPLIT:
+                workers = frame[off:off + n_exec]
+                off += n_exec
+                slots = array.array("H", frame[off:off + 2 * n_exec])
+                off += 2 * n_exec
+                reader.feed(frame, off, size)
+                off += size
+                blob = self.execute_split(reader, workers, slots, n_runs)
+                try:
+                    lengths.append(len(blob))
+                except OverflowError:
+                    blob = RUN_TOO_LARGE      # answers each of this worker's commands (proxy)
+                    lengths.append(len(blob))
+                bodies.append(blob)
+                continue
             runs = array.array("I", frame[off:off + 4 * n_runs])
             off += 4 * n_runs
             indices = None
@@ -408,6 +423,31 @@ class Worker:
             if reader.gets() is False:
                 break
         return replies
+
+    def execute_split(self, reader, workers: bytes, slots, me: int) -> bytes:
+        """The commands of a SPLIT section whose byte in `workers` is `me`: their replies as
+        runs (consecutive commands of ours), in the section's reply format."""
+        ctx = self.ctx
+        run_command = self.run_command
+        lengths = array.array("I")
+        bodies = []
+        run: list[bytes] = []
+        for i in range(len(workers)):
+            argv = reader.gets()
+            if workers[i] != me:
+                if run:
+                    body = fit_run(b"".join(run), len(run))
+                    lengths.append(len(body))
+                    bodies.append(body)
+                    run = []
+                continue
+            ctx.slot = slots[i]
+            run.append(run_command(argv))
+        if run:
+            body = fit_run(b"".join(run), len(run))
+            lengths.append(len(body))
+            bodies.append(body)
+        return b"".join((len(lengths).to_bytes(4, "little"), lengths.tobytes(), *bodies))
 
     def run_command(self, argv: list[bytes]) -> bytes:
         """One command of a frame (ctx set for it): its reply; blocked clients its write made
