@@ -858,7 +858,7 @@ class Client(asyncio.Protocol):
         slots = []
         workers = []
         # No '{' in the read, so no hash tag: each slot is the key's CRC16 (keyslot, inlined).
-        tagless = b"{" not in raw
+        tagless = raw.find(b"{") < 0
         for argv in cmds:
             spec = names.get(argv[0])
             if spec is None:
