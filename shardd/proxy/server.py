@@ -15,7 +15,6 @@ import time
 from binascii import crc_hqx
 from collections import deque
 from dataclasses import dataclass
-from functools import partial
 from itertools import groupby
 from time import perf_counter_ns
 from typing import Callable
@@ -134,6 +133,37 @@ class GatherPart:
         g.missing -= 1
         if g.missing == 0:
             settle(g.entry, g.merge, g.parts)
+
+
+class SplitReply:
+    """The place of a read split over two workers (SPLIT), filled once both have answered.
+    It is the target of the first command's worker; `second` is the other's."""
+    __slots__ = ("entry", "workers", "parts", "second")
+
+    def __init__(self, entry: Entry, workers: bytes) -> None:
+        self.entry = entry
+        self.workers = workers
+        self.parts: list[bytes | None] = [None, None]
+        self.second = SecondPart(self)
+
+    def fill(self, data: bytes) -> None:
+        self.fill_part(0, data)
+
+    def fill_part(self, index: int, data: bytes) -> None:
+        parts = self.parts
+        parts[index] = data
+        if parts[1 - index] is not None:
+            self.entry.data = merge_split(self.workers, parts)
+
+
+class SecondPart:
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: SplitReply) -> None:
+        self.reply = reply
+
+    def fill(self, data: bytes) -> None:
+        self.reply.fill_part(1, data)
 
 
 def merge_split(workers: bytes, parts: list[bytes]) -> bytes:
@@ -524,7 +554,7 @@ class Proxy:
         with the other clients' reads for that worker (per-frame costs shared by all). `read`
         is (client, reply targets, runs, command indices or None for all, slots, request
         bytes, db, protocol), the db and protocol as they were when the commands were read; for
-        a read split over two workers (SPLIT) it is (client, [its GatherPart], this worker's
+        a read split over two workers (SPLIT) it is (client, [its SplitReply or SecondPart], this worker's
         byte, the worker map, the packed slots of every command, request bytes, db, protocol)."""
         self.turn_reads[worker].append(read)
         if not self.poll_scheduled:
@@ -911,11 +941,11 @@ class Client(asyncio.Protocol):
         runs, and one place in the reply order takes them, interleaved (merge_split)."""
         entry = Entry()
         self.out.append(entry)
-        gather = Gather(entry, 2, partial(merge_split, workers))
+        reply = SplitReply(entry, workers)
         packed = array.array("H", slots).tobytes()
         db, proto = self.db, self.proto
-        self.proxy.add_to_turn(first, (self, [GatherPart(gather, 0)], first, workers, packed, raw, db, proto))
-        self.proxy.add_to_turn(second, (self, [GatherPart(gather, 1)], second, workers, packed, raw, db, proto))
+        self.proxy.add_to_turn(first, (self, [reply], first, workers, packed, raw, db, proto))
+        self.proxy.add_to_turn(second, (self, [reply.second], second, workers, packed, raw, db, proto))
 
     def go_strict(self, data: bytes) -> None:
         """Switch this connection to the strict parser from the last command boundary."""
