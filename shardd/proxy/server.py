@@ -2,7 +2,9 @@
 
 Per client read event: hiredis parses the bytes, each command is routed, the commands of one
 worker become one frame (with the raw bytes forwarded when the read held whole commands),
-and replies are slotted back into the client's order as the workers answer.
+and replies are slotted back into the client's order as the workers answer. A read of plain
+single-key commands that spans two workers goes whole to both with a map of which command
+is whose (SPLIT); each answers with its runs and the proxy interleaves them.
 """
 from __future__ import annotations
 
