@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 
 import pytest
 from redis.crc import key_slot
 
-from helpers import RawConnection, encode, oracle_cases, run_both, worker_of
+from helpers import RawConnection, encode, oracle_cases, run_both, run_threads, worker_of
 from server import Server
 from shardd.slots import slot_map
 
@@ -736,3 +737,42 @@ def test_pipelines_over_two_or_three_of_three_workers_match_redis(oracle_port):
         assert replies_of(srv.port, flush, pipelines) == replies_of(oracle_port, flush, pipelines)
     finally:
         srv.stop()
+
+
+def test_concurrent_split_pipelines_keep_each_clients_order(server, r):
+    """Eight clients pipelining at once (their split reads share the turn's frames to both
+    workers): each one's replies match a model of its own keys, in order."""
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        rng = random.Random(n)
+        keys = [f"conc:{n}:{i}" for i in range(8)]
+        model: dict[str, int] = {}
+        conn = RawConnection(server.port)
+        try:
+            while not stop.is_set():
+                commands, want = [], []
+                for _ in range(rng.randint(2, 30)):
+                    key = rng.choice(keys)
+                    if rng.random() < 0.6:
+                        model[key] = model.get(key, 0) + 1
+                        commands.append(encode("INCR", key))
+                        want.append(b":%d\r\n" % model[key])
+                    else:
+                        value = b"%d" % model[key] if key in model else None
+                        commands.append(encode("GET", key))
+                        want.append(b"$-1\r\n" if value is None else b"$%d\r\n%b\r\n" % (len(value), value))
+                conn.send(b"".join(commands))
+                got = [conn.read() for _ in commands]
+                if got != want:
+                    failures.append(f"client {n}: {got!r} != {want!r}")
+                    return
+        except Exception as exc:        # a dead connection is a failure, not a stuck thread
+            failures.append(f"client {n}: {exc!r}")
+        finally:
+            conn.close()
+
+    run_threads([lambda n=n: client(n) for n in range(8)], stop, seconds=3)
+    assert not failures, failures[0]
+    assert {worker_of(f"conc:0:{i}") for i in range(8)} == {0, 1}
