@@ -44,6 +44,23 @@ def bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (n, value)
 
 
+def command_into(out: list[bytes], argv: list[bytes]) -> None:
+    """Append the chunks of a request, an array of bulk strings (what a client sends, what the
+    AOF records), to out."""
+    n = len(argv)
+    out.append(_ARRAY_HEADERS[n] if n < 1024 else b"*%d\r\n" % n)
+    for arg in argv:
+        size = len(arg)
+        out += (_BULK_HEADERS[size] if size < 4096 else b"$%d\r\n" % size, arg, CRLF)
+
+
+def command(argv: list[bytes]) -> bytes:
+    """A request, encoded: an array of bulk strings."""
+    out: list[bytes] = []
+    command_into(out, argv)
+    return b"".join(out)
+
+
 def integer(n: int) -> bytes:
     if -1 <= n < 1023:
         return _INTS[n + 1]

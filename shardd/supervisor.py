@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 
-from . import REDIS_VERSION, __version__, log
+from . import REDIS_VERSION, __version__, log, resp
 from .ring import FrameReader, FrameWriter, Ring, SharedRegion, Waker, ring_size
 from .persist import LOAD_FAILED_EXIT
 from .process import die_with_parent
@@ -793,10 +793,6 @@ def check_tcp_backlog(backlog: int) -> None:
                            f"/proc/sys/net/core/somaxconn is set to the lower value of {somaxconn}.")
 
 
-def _resp_command(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-
 class ReadyProbe:
     """Readiness confirmed from the outside, as a client sees it: connect to our own listening
     socket and ask DBSIZE (after AUTH when requirepass is set). Every worker has to answer a
@@ -810,7 +806,7 @@ class ReadyProbe:
     def __init__(self, sel: selectors.BaseSelector, listeners: list[socket.socket], password: str) -> None:
         self.sel = sel
         self.target = self._target(listeners)
-        cmds = ([_resp_command(b"AUTH", password.encode())] if password else []) + [_resp_command(b"DBSIZE")]
+        cmds = ([resp.command([b"AUTH", password.encode()])] if password else []) + [resp.command([b"DBSIZE"])]
         self.payload = b"".join(cmds)
         self.expect = len(cmds)
         self.sock: socket.socket | None = None

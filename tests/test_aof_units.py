@@ -323,7 +323,8 @@ def test_sigkill_while_clients_run_cross_shard_writes_leaves_no_half(workdir):
 def test_the_fast_reader_finds_exactly_the_annotations_at_record_boundaries():
     """walk_resp (hiredis, '#' after a newline as candidates) against the record-by-record
     scanner, on random logs whose values are full of newlines and '#'."""
-    from shardd.persist.aof import encode_command, scan_records, walk_resp
+    from shardd.persist.aof import scan_records, walk_resp
+    from shardd.resp import command as encode_command
 
     class Sink:
         def __init__(self) -> None:

@@ -51,6 +51,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 import hiredis
 
 from .. import commands, errors, log, resp
+from ..resp import CRLF, command, command_into
 from ..ring import FrameWriter
 from ..slots import keyslot
 from ..worker import keyspace
@@ -67,37 +68,15 @@ ALREADY_REWRITING = "ERR Background append only file rewriting already in progre
 REWRITE_STARTED = "Background append only file rewriting started"
 REWRITE_SCHEDULED = "Background append only file rewriting scheduled"
 
-_CRLF = b"\r\n"
-_BULK_HEADERS = [b"$%d\r\n" % n for n in range(1024)]
-_ARRAY_HEADERS = [b"*%d\r\n" % n for n in range(64)]
-
-
 # -- RESP records ---------------------------------------------------------------------------
 
-def encode_into(out: list[bytes], argv: list[bytes]) -> None:
-    """Append the RESP encoding of one command to a list of chunks."""
-    n = len(argv)
-    out.append(_ARRAY_HEADERS[n] if n < 64 else b"*%d\r\n" % n)
-    for arg in argv:
-        size = len(arg)
-        out.append(_BULK_HEADERS[size] if size < 1024 else b"$%d\r\n" % size)
-        out.append(arg)
-        out.append(_CRLF)
-
-
-def encode_command(argv: list[bytes]) -> bytes:
-    out: list[bytes] = []
-    encode_into(out, argv)
-    return b"".join(out)
-
-
-MULTI_RECORD = encode_command([b"MULTI"])
-EXEC_RECORD = encode_command([b"EXEC"])
-_SELECT_RECORDS = [encode_command([b"SELECT", b"%d" % i]) for i in range(64)]
+MULTI_RECORD = command([b"MULTI"])
+EXEC_RECORD = command([b"EXEC"])
+_SELECT_RECORDS = [command([b"SELECT", b"%d" % i]) for i in range(64)]
 
 
 def select_record(index: int) -> bytes:
-    return _SELECT_RECORDS[index] if index < 64 else encode_command([b"SELECT", b"%d" % index])
+    return _SELECT_RECORDS[index] if index < 64 else command([b"SELECT", b"%d" % index])
 
 
 class AofFormatError(Exception):
@@ -161,7 +140,7 @@ def scan_records(buf, pos: int = 0, end: int | None = None,
             data_end = line_end + 2 + size
             if data_end + 2 > end:
                 raise AofFormatError(start, "Reached EOF", truncated=True)
-            if buf[data_end:data_end + 2] != _CRLF:
+            if buf[data_end:data_end + 2] != CRLF:
                 raise AofFormatError(data_end, f"Expected \\r\\n, got: {bytes(buf[data_end:data_end + 2]).hex()}")
             argv.append(bytes(buf[line_end + 2:data_end]))
             pos = data_end + 2
@@ -1104,16 +1083,16 @@ def write_resp_base(stream: BinaryIO, worker, config: dict) -> None:
     """The base as commands (aof-use-rdb-preamble no)."""
     out: list[bytes] = []
     for code in _library_codes():
-        encode_into(out, [b"FUNCTION", b"LOAD", code])
+        command_into(out, [b"FUNCTION", b"LOAD", code])
     for db in worker.dbs:
         if not db.size:
             continue
-        encode_into(out, [b"SELECT", b"%d" % db.index])
+        command_into(out, [b"SELECT", b"%d" % db.index])
         for slot, keys in db.data.items():
             expires = db.expires.get(slot) or {}
             for key, value in keys.items():
                 for argv in key_commands(key, value, expires.get(key), config):
-                    encode_into(out, argv)
+                    command_into(out, argv)
                 if len(out) > 4096:
                     stream.write(b"".join(out))
                     out.clear()
@@ -1247,7 +1226,7 @@ class Aof:
                         or db.index != self.selected):
                     self.log_command(db, spec, argv, reply)
                 else:                   # the common case, inline: the command as it came
-                    encode_into(buf, argv)
+                    command_into(buf, argv)
                     self.unwritten = True
             return reply
         return logged_call
@@ -1324,7 +1303,7 @@ class Aof:
         if index != self.selected:
             buf.append(select_record(index))
             self.selected = index
-        encode_into(buf, argv)
+        command_into(buf, argv)
         if self.tx_open:
             self.tx_records += 1
         self.unwritten = True

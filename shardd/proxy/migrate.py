@@ -40,7 +40,6 @@ from ..numbers import arg_ll
 from ..slots import keyslot
 from .fanout import PLANNERS
 from .replies import decode_or_raise
-from .server import encode_command
 
 NOKEY = b"+NOKEY\r\n"
 CONNECT_ERROR = b"-IOERR error or timeout connecting to the client\r\n"
@@ -283,12 +282,12 @@ def target_commands(m: Migration, items: list[tuple[bytes, bytes, int]], select:
     out = []
     if m.password is not None:
         auth = [b"AUTH", m.password] if m.username is None else [b"AUTH", m.username, m.password]
-        out.append(encode_command(auth))
+        out.append(resp.command(auth))
     if select:
-        out.append(encode_command([b"SELECT", b"%d" % m.db]))
+        out.append(resp.command([b"SELECT", b"%d" % m.db]))
     tail = [b"REPLACE"] if m.replace else []
     for key, payload, ttl in items:
-        out.append(encode_command([b"RESTORE", key, b"%d" % max(ttl, 0), payload, *tail]))
+        out.append(resp.command([b"RESTORE", key, b"%d" % max(ttl, 0), payload, *tail]))
     return b"".join(out)
 
 

@@ -234,7 +234,7 @@ class FrameBuilder:
 
     def add_extra(self, argv: list[bytes], slot: int) -> None:
         self.indices.append(self.n_raw + len(self.extras))
-        self.extras.append(encode_command(argv))
+        self.extras.append(resp.command(argv))
         self.slots.append(slot)
 
     def turn_read(self, raw: bytes | None, conn: "Client") -> tuple | None:
@@ -286,15 +286,6 @@ def proxy_query(what: str) -> Callable[[Callable], Callable]:
         QUERIES[what] = fn
         return fn
     return register
-
-
-def encode_command(argv: list[bytes]) -> bytes:
-    parts = [b"*%d\r\n" % len(argv)]
-    for a in argv:
-        parts.append(b"$%d\r\n" % len(a))
-        parts.append(a)
-        parts.append(b"\r\n")
-    return b"".join(parts)
 
 
 class Proxy:
