@@ -96,11 +96,31 @@ def array(items: Iterable[bytes], n: int | None = None) -> bytes:
     return array_header(len(items) if n is None else n) + b"".join(items)
 
 
+def bulks(values: list[bytes]) -> bytes:
+    """Bulk strings, concatenated: the body of an aggregate of them."""
+    if len(values) < 3:
+        return b"".join(map(bulk, values))
+    try:
+        headers = [_BULK_HEADERS[len(v)] for v in values]
+    except IndexError:                    # a value of 4 KB or more
+        return b"".join(map(bulk, values))
+    # header, value, CRLF of each value interleaved by slice assignment: one join, and no
+    # Python step per value but its header's lookup
+    parts = [CRLF] * (3 * len(values))
+    parts[0::3] = headers
+    parts[1::3] = values
+    return b"".join(parts)
+
+
 def bulk_array(values: Iterable[bytes | None], proto: int) -> bytes:
     """An array of bulk strings, None as a null."""
-    nil = null(proto)
-    parts = [bulk(v) if v is not None else nil for v in values]
-    return array_header(len(parts)) + b"".join(parts)
+    values = values if values.__class__ is list else list(values)
+    try:
+        body = bulks(values)
+    except TypeError:                     # a None among them
+        nil = null(proto)
+        body = b"".join([bulk(v) if v is not None else nil for v in values])
+    return array_header(len(values)) + body
 
 
 def map_header(n: int, proto: int) -> bytes:

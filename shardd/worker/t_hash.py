@@ -302,7 +302,7 @@ def hgetall_command(ctx: Ctx, argv: list[bytes]) -> bytes:
     h = _read_hash(ctx, argv[1])
     if h is None:
         return EMPTY_MAP3 if ctx.proto == 3 else EMPTY_ARRAY
-    return resp.map_header(len(h), ctx.proto) + b"".join(map(_bulk, chain.from_iterable(h.items())))
+    return resp.map_header(len(h), ctx.proto) + resp.bulks(list(chain.from_iterable(h.items())))
 
 
 @worker_command("hkeys")
@@ -323,7 +323,7 @@ def _fields_reply(h: Hash, fields: list[bytes], withvalues: bool, proto: int) ->
     """Fields, or field/value pairs: flat in RESP2, one 2-element array per pair in RESP3."""
     bulk = _bulk
     if not withvalues:
-        return resp.array_header(len(fields)) + b"".join(map(bulk, fields))
+        return resp.array_header(len(fields)) + resp.bulks(fields)
     if proto == 3:
         parts = [resp.array_header(len(fields))]
         for field in fields:

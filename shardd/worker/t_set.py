@@ -266,7 +266,7 @@ def _write_set(db: Db, key: bytes, slot: int) -> Set | None:
 
 def _members_reply(members: Iterable[bytes], n: int, proto: int) -> bytes:
     """A set reply (RESP3 `~`)."""
-    return resp.set_header(n, proto) + b"".join(map(_bulk, members))
+    return resp.set_header(n, proto) + resp.bulks(members if members.__class__ is list else list(members))
 
 
 def _empty_set(proto: int) -> bytes:
@@ -385,7 +385,7 @@ def srandmember_command(ctx: Ctx, argv: list[bytes]) -> bytes:
         if s is None or count == 0:
             return EMPTY_ARRAY
         members = _random_members(s, count)
-        return resp.array_header(len(members)) + b"".join(map(_bulk, members))
+        return resp.array_header(len(members)) + resp.bulks(members)
     s = _read_set(ctx.db, argv[1], ctx.slot)
     if s is None:
         return resp.null(ctx.proto)

@@ -338,7 +338,7 @@ def pairs_reply(items: list[tuple[float, bytes]], withscores: bool, proto: int) 
     """Members (and scores): flat in RESP2, [member, score] pairs in RESP3."""
     n = len(items)
     if not withscores:
-        return resp.array_header(n) + b"".join([_bulk(m) for _s, m in items])
+        return resp.array_header(n) + resp.bulks([m for _s, m in items])
     if proto == 2:
         return resp.array_header(2 * n) + b"".join(
             [_bulk(m) + _bulk(d2string(s)) for s, m in items])
@@ -1214,7 +1214,7 @@ def zscan_command(ctx: Ctx, argv: list[bytes]) -> bytes:
         match = glob_matcher(pattern)
         members = [m for m in members if match(m)]
     if noscores:
-        body = resp.array_header(len(members)) + b"".join([_bulk(m) for m in members])
+        body = resp.array_header(len(members)) + resp.bulks(members)
     else:
         body = resp.array_header(2 * len(members)) + b"".join(
             [_bulk(m) + _bulk(d2string(zset[m])) for m in members])
