@@ -271,6 +271,23 @@ def test_bulk_header_over_limit_long_header(small_bulk_server):
         assert is_closed(s, 3)
 
 
+def test_an_inline_clients_kept_parser_takes_a_changed_bulk_limit(small_bulk_server):
+    """An inline read leaves the strict parser kept for the connection's next one; a
+    proto-max-bulk-len set meanwhile applies to it."""
+    c = small_bulk_server.client()
+    try:
+        assert c.config_set("proto-max-bulk-len", "2mb")
+        with small_bulk_server.connect() as s:
+            talk(s, b"PING\r\n", b"+PONG\r\n")
+            assert c.config_set("proto-max-bulk-len", "1mb")
+            talk(s, b"*2\r\n$4\r\nECHO\r\n$1500000\r\n", b"-ERR Protocol error: invalid bulk length\r\n",
+                 timeout=3)
+            assert is_closed(s, 3)
+    finally:
+        c.config_set("proto-max-bulk-len", "1mb")
+        c.close()
+
+
 def test_bulk_at_the_limit_is_accepted(small_bulk_server):
     value = b"v" * (1 << 20)
     c = small_bulk_server.client()

@@ -184,6 +184,12 @@ class RequestParser:
         self._error: str | None = None
         self._reset_state()
 
+    def reset(self, max_bulk_len: int) -> None:
+        """Start over, as new (a parser kept for the connection's next inline read)."""
+        self.max_bulk_len = max_bulk_len
+        self._error = None
+        self._reset_state()
+
     def _reset_state(self) -> None:
         self._buf = bytearray()
         self._pos = 0               # start of the unparsed bytes in _buf

@@ -724,6 +724,7 @@ class Client(asyncio.Protocol):
         proxy.acl.greet(self)
         self.reader = hiredis.Reader()
         self.strict: RequestParser | None = None
+        self.spare_parser: RequestParser | None = None   # the strict parser, kept between inline reads
         self.carry: list[bytes] = []
         self.carried = 0
         self.out: deque[Entry] = deque()
@@ -825,7 +826,7 @@ class Client(asyncio.Protocol):
         if self.strict is not None:
             return self.strict_received(data)
         if (not self.carry and data[0] != 42) or NON_BULK_ELEMENT(data) is not None:
-            return self.go_strict(data)
+            return self.go_strict(data, fed=False)
         reader = self.reader
         reader.feed(data)
         cmds = []
@@ -940,15 +941,22 @@ class Client(asyncio.Protocol):
         self.proxy.add_to_turn(first, (self, [reply], first, workers, packed, raw, db, proto))
         self.proxy.add_to_turn(second, (self, [reply.second], second, workers, packed, raw, db, proto))
 
-    def go_strict(self, data: bytes) -> None:
-        """Switch this connection to the strict parser from the last command boundary."""
-        parser = RequestParser(self.proxy.config.values["proto-max-bulk-len"])
+    def go_strict(self, data: bytes, fed: bool = True) -> None:
+        """Switch this connection to the strict parser from the last command boundary (`fed`:
+        hiredis has seen `data`, so its reader starts anew)."""
+        parser = self.spare_parser      # an inline client comes here on every read
+        if parser is None:
+            parser = RequestParser(self.proxy.config.values["proto-max-bulk-len"])
+        else:
+            self.spare_parser = None
+            parser.reset(self.proxy.config.values["proto-max-bulk-len"])
         self.strict = parser
+        if fed or self.carry:
+            self.reader = hiredis.Reader()
         pending = b"".join(self.carry) + data if self.carry else data
         skip = self.carried   # commands of the carried bytes that already ran
         self.carry = []
         self.carried = 0
-        self.reader = hiredis.Reader()
         parser.feed(pending)
         self.drain_strict(skip)
         eviction = self.proxy.client_eviction
@@ -1074,6 +1082,7 @@ class Client(asyncio.Protocol):
         # Authenticated and nothing buffered: back to the fast path.
         if self.authenticated and self.strict is parser and parser.at_boundary():
             self.strict = None
+            self.spare_parser = parser
 
     # -- dispatch --------------------------------------------------------------------------
     def dispatch(self, cmds: list[list[bytes]], raw: bytes | None) -> None:
