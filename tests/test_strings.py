@@ -682,7 +682,10 @@ def test_resp3_nulls(server, r):
 
 SPLIT_COMMANDS = [("SET", "{k}", "v{n}"), ("GET", "{k}"), ("INCR", "{k}"), ("APPEND", "{k}", "x"),
                   ("STRLEN", "{k}"), ("LPUSH", "{k}", "e"), ("SETNX", "{k}", "n"), ("GETDEL", "{k}"),
-                  ("GET", "{k}", "extra")]
+                  ("GET", "{k}", "extra"), ("HSET", "{k}", "f{n}", "v"), ("HGETALL", "{k}"),
+                  ("SADD", "{k}", "m{n}", "m"), ("SMISMEMBER", "{k}", "m", "m1"), ("ZADD", "{k}", "{n}", "z"),
+                  ("ZRANGE", "{k}", "0", "-1", "WITHSCORES"), ("LRANGE", "{k}", "0", "-1"), ("TYPE", "{k}"),
+                  ("EXISTS", "{k}"), ("PERSIST", "{k}"), ("SCARD", "{k}"), ("HLEN", "{k}")]
 
 
 def random_pipeline(rng, keys: list[str]) -> list[tuple]:
