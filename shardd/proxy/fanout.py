@@ -57,9 +57,11 @@ def all_ok(parts: list[bytes]) -> bytes:
 
 
 class Parts(NamedTuple):
-    """One round: sub-commands (worker, argv, slot) and how their replies make the reply."""
+    """One round: sub-commands (worker, argv, slot) and how their replies make the reply;
+    `keys` the keys they touch when the planner knows them (else keys_of finds them)."""
     parts: list[tuple[int, list[bytes], int]]
     merge: Callable[[list[bytes]], bytes]
+    keys: frozenset[bytes] | None = None
 
 
 # Several rounds under one hold: an async function of the Hold giving the reply.
@@ -77,7 +79,7 @@ def run_plan(conn, plan: Plan, atomic: bool = True) -> bytes | None:
         if not atomic or len(workers) == 1:
             conn.fanout(plan.parts, plan.merge)
             return None
-        keys = keys_of(plan.parts)
+        keys = plan.keys if plan.keys is not None else keys_of(plan.parts)
         coordinator = conn.proxy.coordinator
         if keys and len(workers) == len(plan.parts) > 1 and coordinator.may_skip_hold():
             conn.fanout(plan.parts, coordinator.unheld(plan.merge))
@@ -153,7 +155,7 @@ def mget(conn, argv: list[bytes]) -> Parts:
             for p, v in zip(poss, decode_or_raise(reply)):
                 values[p] = v
         return resp.bulk_array(values, proto)
-    return Parts(parts, merge)
+    return Parts(parts, merge, frozenset(argv[1:]))
 
 
 def split_pairs(conn, argv: list[bytes]) -> list[tuple[int, list[bytes], int]]:
@@ -165,7 +167,7 @@ def split_pairs(conn, argv: list[bytes]) -> list[tuple[int, list[bytes], int]]:
 
 @planned("mset")
 def mset(conn, argv: list[bytes]) -> Parts:
-    return Parts(split_pairs(conn, argv), all_ok)
+    return Parts(split_pairs(conn, argv), all_ok, frozenset(argv[1::2]))
 
 
 @planned("msetnx")
@@ -186,7 +188,7 @@ def msetnx(conn, argv: list[bytes]) -> Plan:
 
 @planned("del", "exists", "unlink", "touch")
 def count_keys(conn, argv: list[bytes]) -> Parts:
-    return Parts(split(conn, argv)[0], sum_integers)
+    return Parts(split(conn, argv)[0], sum_integers, frozenset(argv[1:]))
 
 
 def every_worker(conn, argv: list[bytes]) -> list[tuple[int, list[bytes], int]]:
