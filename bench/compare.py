@@ -130,6 +130,7 @@ class Server:
     workdir: Path
     popen: subprocess.Popen[bytes] | None = None
     known: dict[int, psutil.Process] = field(default_factory=dict)
+    source: Path = REPO      # the shardd source tree it imports (--baseline: an older one)
 
     @property
     def log_path(self) -> Path:
@@ -137,7 +138,7 @@ class Server:
 
     def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+            p for p in (str(self.source), os.environ.get("PYTHONPATH", "")) if p))
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
                 self.argv, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
@@ -211,13 +212,14 @@ def floor_server(workdir: Path) -> Server:
                   port, workdir)
 
 
-def shardd_server(workdir: Path, workers: int, io_threads: int | None) -> Server:
+def shardd_server(workdir: Path, workers: int, io_threads: int | None, source: Path = REPO,
+                  name: str = "shardd") -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "shardd", "--port", str(port),
             "--bind", "127.0.0.1", "--save", "", "--worker-processes", str(workers)]
     if io_threads is not None:
         argv += ["--io-threads", str(io_threads)]
-    return Server(f"shardd-{workers}w", argv, port, workdir)
+    return Server(f"{name}-{workers}w", argv, port, workdir, source=source)
 
 
 # --------------------------------------------------------------------------
@@ -388,6 +390,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="also write results as JSON here")
     p.add_argument("--floor", action="store_true",
                    help="also run floor_server.py: a uvloop loop answering without work")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="also run the shardd of this source tree (an older checkout: before/after "
+                        "in one run), with the last worker count")
     args = p.parse_args(argv)
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 3)
@@ -447,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shardd-bench-") as tmp:
         servers = [redis_server(Path(tmp))]
         servers += [shardd_server(Path(tmp), w, args.io_threads) for w in workers]
+        if args.baseline:
+            servers.append(shardd_server(Path(tmp), workers[-1], args.io_threads,
+                                         Path(args.baseline).resolve(), name="baseline"))
         if args.floor:
             servers.append(floor_server(Path(tmp)))
         try:
