@@ -96,8 +96,9 @@ def array(items: Iterable[bytes], n: int | None = None) -> bytes:
     return array_header(len(items) if n is None else n) + b"".join(items)
 
 
-def bulks(values: list[bytes]) -> bytes:
+def bulks(values: Iterable[bytes]) -> bytes:
     """Bulk strings, concatenated: the body of an aggregate of them."""
+    values = values if values.__class__ is list else list(values)
     if len(values) < 3:
         return b"".join(map(bulk, values))
     try:

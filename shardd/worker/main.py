@@ -349,13 +349,7 @@ class Worker:
                 off += 6
                 reader.feed(frame, off, size)
                 off += size
-                reply = self.run_command(reader.gets())
-                try:
-                    lengths.append(len(reply))
-                except OverflowError:       # over a run's u32 length (fit_run)
-                    reply = RUN_TOO_LARGE
-                    lengths.append(len(reply))
-                bodies.append(reply)
+                add_body(self.run_command(reader.gets()), lengths, bodies)
                 continue
             if flags & SPLIT:
                 workers = frame[off:off + n_exec]
@@ -364,13 +358,8 @@ class Worker:
                 off += 2 * n_exec
                 reader.feed(frame, off, size)
                 off += size
-                blob = self.execute_split(reader, workers, slots, n_runs)
-                try:
-                    lengths.append(len(blob))
-                except OverflowError:
-                    blob = RUN_TOO_LARGE      # answers each of this worker's commands (proxy)
-                    lengths.append(len(blob))
-                bodies.append(blob)
+                # RUN_TOO_LARGE in its place answers each of this worker's commands (proxy)
+                add_body(self.execute_split(reader, workers, slots, n_runs), lengths, bodies)
                 continue
             runs = array.array("I", frame[off:off + 4 * n_runs])
             off += 4 * n_runs
@@ -429,24 +418,24 @@ class Worker:
         runs (consecutive commands of ours), in the section's reply format."""
         ctx = self.ctx
         run_command = self.run_command
-        lengths = array.array("I")
-        bodies = []
-        run: list[bytes] = []
+        replies: list[bytes] = []
+        runs: list[int] = []
+        ours = False                 # the previous command was ours: this one joins its run
         for i in range(len(workers)):
             argv = reader.gets()
             if workers[i] != me:
-                if run:
-                    body = fit_run(b"".join(run), len(run))
-                    lengths.append(len(body))
-                    bodies.append(body)
-                    run = []
+                ours = False
                 continue
             ctx.slot = slots[i]
-            run.append(run_command(argv))
-        if run:
-            body = fit_run(b"".join(run), len(run))
-            lengths.append(len(body))
-            bodies.append(body)
+            replies.append(run_command(argv))
+            if ours:
+                runs[-1] += 1
+            else:
+                runs.append(1)
+                ours = True
+        lengths = array.array("I")
+        bodies: list[bytes] = []
+        add_runs(replies, runs, lengths, bodies)
         return b"".join((len(lengths).to_bytes(4, "little"), lengths.tobytes(), *bodies))
 
     def run_command(self, argv: list[bytes]) -> bytes:
@@ -542,6 +531,16 @@ class Worker:
             aof.tx_open, aof.unit = frame_tx
             (self.reader, self.ready, self.held_by, self.hold_id, self.hold_deadline, self.serve_now,
              ctx.db, ctx.proto, ctx.slot, ctx.client_id, ctx.link, ctx.block_mode, keyspace.now_ms) = saved
+
+
+def add_body(body: bytes, lengths: array.array, bodies: list[bytes]) -> None:
+    """One run's body, as it is unless over a run's u32 length (then RUN_TOO_LARGE)."""
+    try:
+        lengths.append(len(body))
+    except OverflowError:
+        body = RUN_TOO_LARGE
+        lengths.append(len(body))
+    bodies.append(body)
 
 
 def add_runs(replies: list[bytes], runs, lengths: array.array, bodies: list[bytes]) -> None:

@@ -41,12 +41,13 @@ CLASSES = {"K": K, "E": E, "g": GENERIC, "$": STRING, "l": LIST, "s": SET, "h": 
            "x": EXPIRED, "e": EVICTED, "t": STREAM, "m": KEY_MISS, "d": MODULE, "n": NEW, "A": ALL}
 ENTRY = struct.Struct("<I")
 SHARD_MESSAGE = 1 << 31     # set in a channel's ENTRY length: SPUBLISH's, for SSUBSCRIBE's subscribers
+EXPIRE_OPTIONS = frozenset((b"ex", b"px", b"exat", b"pxat"))
 
 
 class ShardChannel(bytes):
     """A shard channel in Emitter.pending (SPUBLISH from a script)."""
     __slots__ = ()
-EXPIRE_OPTIONS = frozenset((b"ex", b"px", b"exat", b"pxat"))
+
 
 current: "Events | None" = None      # this worker process's Events (for key_evicted)
 # Commands whose misses Valkey does not report (LOOKUP_NONOTIFY): OBJECT, MEMORY USAGE.
@@ -232,7 +233,7 @@ class Events(Emitter):
         clients concerned."""
         self.queued = False
         if self.pending:
-            body = b"".join(b"%b%b%b%b" % (ENTRY.pack(len(c) | (c.__class__ is ShardChannel) << 31), c,
+            body = b"".join(b"%b%b%b%b" % (ENTRY.pack(len(c) | (SHARD_MESSAGE if c.__class__ is ShardChannel else 0)), c,
                                            ENTRY.pack(len(m)), m) for c, m in self.pending)
             self.pending.clear()
             for link in self.worker.links:

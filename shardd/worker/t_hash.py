@@ -302,7 +302,7 @@ def hgetall_command(ctx: Ctx, argv: list[bytes]) -> bytes:
     h = _read_hash(ctx, argv[1])
     if h is None:
         return EMPTY_MAP3 if ctx.proto == 3 else EMPTY_ARRAY
-    return resp.map_header(len(h), ctx.proto) + resp.bulks(list(chain.from_iterable(h.items())))
+    return resp.map_header(len(h), ctx.proto) + resp.bulks(chain.from_iterable(h.items()))
 
 
 @worker_command("hkeys")

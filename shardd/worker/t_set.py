@@ -266,7 +266,7 @@ def _write_set(db: Db, key: bytes, slot: int) -> Set | None:
 
 def _members_reply(members: Iterable[bytes], n: int, proto: int) -> bytes:
     """A set reply (RESP3 `~`)."""
-    return resp.set_header(n, proto) + resp.bulks(members if members.__class__ is list else list(members))
+    return resp.set_header(n, proto) + resp.bulks(members)
 
 
 def _empty_set(proto: int) -> bytes:
