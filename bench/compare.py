@@ -131,6 +131,10 @@ class Server:
     popen: subprocess.Popen[bytes] | None = None
     known: dict[int, psutil.Process] = field(default_factory=dict)
     source: Path = REPO      # the shardd source tree it imports (--baseline: an older one)
+    tests: frozenset[str] | None = None     # the tests it can run (None: all)
+
+    def runs(self, test: str) -> bool:
+        return self.tests is None or test in self.tests
 
     @property
     def log_path(self) -> Path:
@@ -210,6 +214,14 @@ def floor_server(workdir: Path) -> Server:
     port = free_port()
     return Server("floor", [sys.executable, str(REPO / "bench" / "floor_server.py"), "--port", str(port)],
                   port, workdir)
+
+
+def minimal_server(workdir: Path, workers: int) -> Server:
+    """minimal_server.py: the proxy, rings and workers with nothing else, set and get only (--minimal)."""
+    port = free_port()
+    argv = [sys.executable, str(REPO / "bench" / "minimal_server.py"), "--port", str(port),
+            "--workers", str(workers)]
+    return Server(f"minimal-{workers}w", argv, port, workdir, tests=frozenset({"set", "get"}))
 
 
 def shardd_server(workdir: Path, workers: int, io_threads: int | None, source: Path = REPO,
@@ -297,7 +309,7 @@ def supported_tests(servers: list[Server], tests: list[str]) -> tuple[list[str],
     keep, skip = [], []
     for test in tests:
         probe = PROBES.get(test)
-        ok = probe is not None and all(_supports(s.port, probe) for s in servers)
+        ok = probe is not None and all(_supports(s.port, probe) for s in servers if s.runs(test))
         (keep if ok else skip).append(test)
     for server in servers:
         command(server.port, "FLUSHALL")
@@ -390,6 +402,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="also write results as JSON here")
     p.add_argument("--floor", action="store_true",
                    help="also run floor_server.py: a uvloop loop answering without work")
+    p.add_argument("--minimal", action="store_true",
+                   help="also run minimal_server.py (the design with nothing else: proxy, rings and "
+                        "workers, set and get only) with each worker count up to 2")
     p.add_argument("--baseline", metavar="DIR",
                    help="also run the shardd of this source tree (an older checkout: before/after "
                         "in one run), with the last worker count")
@@ -407,7 +422,7 @@ def run_all(servers: list[Server], tests: list[str], args: argparse.Namespace) -
     for rnd in range(1, args.rounds + 1):
         for pipeline, requests in plan:
             for test in tests:
-                for server in servers:
+                for server in filter(lambda s: s.runs(test), servers):
                     s = run_one(server, test, pipeline, requests, rnd, args.timeout)
                     samples.append(s)
                     print(_progress(s), file=sys.stderr, flush=True)
@@ -455,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             servers.append(shardd_server(Path(tmp), workers[-1], args.io_threads,
                                          Path(args.baseline).resolve(), name="baseline"))
+        if args.minimal:
+            servers += [minimal_server(Path(tmp), w) for w in workers if w <= 2]
         if args.floor:
             servers.append(floor_server(Path(tmp)))
         try:
