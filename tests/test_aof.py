@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -317,6 +318,45 @@ def test_scripts_are_logged_as_their_effects_and_functions_persist(workdir):
     srv = aof_server(workdir)                           # the library is in the new base
     try:
         assert srv.client().fcall("bump", 2, a, b, 1) == 7
+    finally:
+        srv.stop()
+
+
+def test_writes_after_a_busy_script_are_still_logged(workdir):
+    """A worker answering -BUSY while a script runs past busy-reply-threshold swaps its command
+    runner for a while; the AOF's logging runner must be there again afterwards."""
+    key, other = keys_on(0, 2, "busy:")
+    srv = aof_server(workdir, "--busy-reply-threshold", "100")
+    try:
+        r = srv.client()
+        r.set(key, "before")
+        result: dict = {}
+
+        def spin() -> None:
+            try:
+                srv.client(socket_timeout=30).eval("while true do end", 1, key)
+            except redis.ResponseError as exc:
+                result["error"] = str(exc)
+        thread = threading.Thread(target=spin, daemon=True)
+        thread.start()
+        raw = RawConnection(srv.port)
+        try:
+            assert wait_until(lambda: raw.call("GET", other).startswith(b"-BUSY "), 10)
+            assert raw.call("SCRIPT", "KILL") == b"+OK\r\n"
+        finally:
+            raw.close()
+        thread.join(10)
+        assert "Script killed" in result["error"]
+        r.set(key, "after")
+        r.set(other, "too")
+    finally:
+        srv.stop()
+    logged = incr_records(workdir, 0)
+    assert [b"SET", key.encode(), b"after"] in logged
+    assert [b"SET", other.encode(), b"too"] in logged
+    srv = aof_server(workdir)
+    try:
+        assert srv.client().mget(key, other) == [b"after", b"too"]
     finally:
         srv.stop()
 

@@ -506,6 +506,7 @@ class Worker:
         ctx = self.ctx
         saved = (self.reader, self.ready, self.held_by, self.hold_id, self.hold_deadline, self.serve_now,
                  ctx.db, ctx.proto, ctx.slot, ctx.client_id, ctx.link, ctx.block_mode, keyspace.now_ms)
+        logged_call = self.__dict__.get("call")     # the AOF's logging call while appendonly is on
         self.call = lambda spec, argv: answer(argv)
         self.reader = hiredis.Reader()      # the script's own frame is still being read
         self.ready = []
@@ -527,7 +528,10 @@ class Worker:
                     link.replies.flush()
                 link.proxy_waker.wake_if_sleeping()
         finally:
-            del self.call
+            if logged_call is None:
+                del self.call
+            else:
+                self.call = logged_call
             aof.tx_open, aof.unit = frame_tx
             (self.reader, self.ready, self.held_by, self.hold_id, self.hold_deadline, self.serve_now,
              ctx.db, ctx.proto, ctx.slot, ctx.client_id, ctx.link, ctx.block_mode, keyspace.now_ms) = saved
