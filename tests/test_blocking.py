@@ -132,8 +132,11 @@ def test_timeout_with_subsecond_precision(r, conns):
     took = time.monotonic() - start
     assert 0.3 <= took < 1.5
     start = time.monotonic()
-    assert c.call("BLMOVE", A0, B0, "LEFT", "RIGHT", "0.2") == b"$-1\r\n"
+    assert c.call("BLMOVE", A0, B0, "LEFT", "RIGHT", "0.2") == b"*-1\r\n"     # a null array, as redis-server
     assert 0.2 <= time.monotonic() - start < 1.0
+    assert c.call("BRPOPLPUSH", A0, B0, "0.05") == b"*-1\r\n"
+    assert c.call("MULTI") == b"+OK\r\n" and c.call("BLMOVE", A0, B0, "LEFT", "RIGHT", "0.05") == b"+QUEUED\r\n"
+    assert c.call("EXEC") == b"*1\r\n$-1\r\n"                 # unable to block: a null bulk
 
 
 def test_timeout_resp3_null(r, conns):

@@ -25,9 +25,8 @@ from . import scratch
 from .replies import decode_or_raise
 
 # The blocking commands and whether their timeout reply is a null array (else a null bulk).
-NULL_ARRAY_ON_TIMEOUT = {"blpop": True, "brpop": True, "blmpop": True, "bzpopmin": True,
-                         "bzpopmax": True, "bzmpop": True, "blmove": False, "brpoplpush": False,
-                         "xread": True, "xreadgroup": True}
+BLOCKING_COMMANDS = ("blpop", "brpop", "blmpop", "bzpopmin", "bzpopmax", "bzmpop", "blmove", "brpoplpush",
+                     "xread", "xreadgroup")
 TIMEOUT_FIRST = frozenset(("blmpop", "bzmpop"))     # their timeout is argv[1], not the last
 STREAM_READS = frozenset(("xread", "xreadgroup"))   # they block only given BLOCK <milliseconds>
 
@@ -52,9 +51,9 @@ class Waiting:
 
     @property
     def timeout_reply(self) -> bytes:
-        if NULL_ARRAY_ON_TIMEOUT[self.spec.name]:
-            return resp.null_array(self.conn.proto)
-        return resp.null(self.conn.proto)
+        """A null array for every blocking command, BLMOVE and BRPOPLPUSH too (Valkey's
+        replyToBlockedClientTimedOut); they answer a null bulk only when they cannot block."""
+        return resp.null_array(self.conn.proto)
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -215,7 +214,7 @@ class UnblockAnswer:
             self.waiting.finish(self.reply)
 
 
-@proxy_command(*NULL_ARRAY_ON_TIMEOUT, route=commands.BLOCK)
+@proxy_command(*BLOCKING_COMMANDS, route=commands.BLOCK)
 def blocking_command(conn, argv: list[bytes]) -> bytes | None:
     spec = commands.lookup_argv(argv)
     if spec.name in STREAM_READS:
