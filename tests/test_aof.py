@@ -361,6 +361,42 @@ def test_writes_after_a_busy_script_are_still_logged(workdir):
         srv.stop()
 
 
+def test_appendonly_turned_on_while_loading_starts_after_the_load(workdir):
+    """CONFIG SET appendonly yes while the RDB loads (answered between batches) must not fork
+    its rewrite from a half-loaded keyspace: the AOF starts once the load is done, with all
+    of it, and logs what comes after."""
+    n = 30_000              # 3 batches of 4096 keys per worker: -LOADING answered in between
+    srv = Server(dir=workdir)
+    try:
+        r = srv.client()
+        pipe = r.pipeline(transaction=False)
+        for i in range(n):
+            pipe.set(f"k{i}", "v")
+        pipe.execute()
+        assert r.save()
+    finally:
+        srv.stop()
+    srv = Server("--key-load-delay", "50", dir=workdir)      # 50 µs a key: a load of about 2 s
+    try:
+        r = srv.client()
+        assert r.info("persistence")["loading"] == 1
+        assert r.config_set("appendonly", "yes")
+        assert wait_until(lambda: r.info("persistence")["loading"] == 0, 30)
+        r.set("after-load", "1")
+        assert wait_until(lambda: r.info("persistence")["aof_rewrites"] >= 1, 20)
+        r.set("after-rewrite", "2")
+        assert r.dbsize() == n + 2
+    finally:
+        srv.stop()
+    srv = aof_server(workdir)
+    try:
+        r = srv.client()
+        assert r.dbsize() == n + 2
+        assert r.mget("k0", f"k{n - 1}", "after-load", "after-rewrite") == [b"v", b"v", b"1", b"2"]
+    finally:
+        srv.stop()
+
+
 def test_rdb_preamble_off_and_bgrewriteaof(workdir):
     srv = aof_server(workdir, "--aof-use-rdb-preamble", "no")
     try:

@@ -1459,7 +1459,11 @@ class Aof:
             self.rewrite_background()
 
     def config_changed(self) -> None:
-        """appendonly turned on or off (by CONFIG SET: applied at once, as Valkey does)."""
+        """appendonly turned on or off (by CONFIG SET: applied at once, as Valkey does). While
+        the data loads it waits for tick(): a rewrite forked now would hold part of the keys,
+        and the loader stores the rest without logging them."""
+        if self.worker.persistence.loading:
+            return
         wanted = bool(self.config.get("appendonly"))
         if wanted and self.state == OFF:
             self.start_runtime()

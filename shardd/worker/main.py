@@ -507,7 +507,7 @@ class Worker:
         saved = (self.reader, self.ready, self.held_by, self.hold_id, self.hold_deadline, self.serve_now,
                  ctx.db, ctx.proto, ctx.slot, ctx.client_id, ctx.link, ctx.block_mode, keyspace.now_ms)
         logged_call = self.__dict__.get("call")     # the AOF's logging call while appendonly is on
-        self.call = lambda spec, argv: answer(argv)
+        self.call = answering = lambda spec, argv: answer(argv)
         self.reader = hiredis.Reader()      # the script's own frame is still being read
         self.ready = []
         aof = self.aof
@@ -528,10 +528,11 @@ class Worker:
                     link.replies.flush()
                 link.proxy_waker.wake_if_sleeping()
         finally:
-            if logged_call is None:
-                del self.call
-            else:
-                self.call = logged_call
+            if self.__dict__.get("call") is answering:      # unless an answered command replaced it
+                if logged_call is None:
+                    del self.call
+                else:
+                    self.call = logged_call
             aof.tx_open, aof.unit = frame_tx
             (self.reader, self.ready, self.held_by, self.hold_id, self.hold_deadline, self.serve_now,
              ctx.db, ctx.proto, ctx.slot, ctx.client_id, ctx.link, ctx.block_mode, keyspace.now_ms) = saved

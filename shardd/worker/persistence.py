@@ -7,6 +7,7 @@ one point in time; it writes `shards.map` once every worker has saved (proxy/per
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 from typing import Any
@@ -22,6 +23,15 @@ from .context import Ctx
 
 BGSAVE_IN_PROGRESS = "ERR Background save already in progress"
 LOADING_BATCH = 4096       # keys loaded between two looks at the rings
+
+
+def debug_delay(usec: int) -> None:
+    """Valkey's debugDelay, for key-load-delay (a testing aid): sleep usec µs per key; a
+    negative value sleeps 1 µs once in -usec keys."""
+    if usec < 0:
+        usec = 1 if random.randrange(-usec) == 0 else 0
+    if usec:
+        time.sleep(usec / 1e6)
 MISCONF = ("MISCONF Valkey is configured to save RDB snapshots, but it's currently unable to persist "
            "to disk. Commands that may modify the data set are disabled, because this instance is "
            "configured to report errors during writes if RDB snapshotting fails "
@@ -199,10 +209,13 @@ class Persistence:
             loaded = 0
             keyspace.refresh_clock()
             now = keyspace.now_ms
+            delay = self.config.get("key-load-delay", 0)
             try:
                 with open(path, "rb") as stream:
                     reader = rdb.load(stream, self.config)
                     for index, key, value, when in reader:
+                        if delay:
+                            debug_delay(delay)
                         slot = keyslot(key)
                         if filtered and not low <= slot <= high:
                             continue
