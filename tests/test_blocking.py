@@ -69,6 +69,12 @@ def test_blocking_argument_errors(r, raw):
     assert raw.call("BLPOP", A0, "x") == b"-ERR timeout is not a float or out of range\r\n"
     assert raw.call("BLPOP", A0, "-1") == b"-ERR timeout is negative\r\n"
     assert raw.call("BLPOP", A0, "nan") == b"-ERR timeout is not a float or out of range\r\n"
+    assert raw.call("BLPOP", A0, "1_0") == b"-ERR timeout is not a float or out of range\r\n"
+    # Valkey's getTimeoutFromObjectOrReply: a deadline past a long long of ms is out of range
+    for huge in ("1e100", "inf", "9223372036854775.807"):
+        assert raw.call("BLPOP", A0, huge) == b"-ERR timeout is out of range\r\n"
+    assert raw.call("BLPOP", A0, "-inf") == b"-ERR timeout is negative\r\n"
+    assert raw.call("BZPOPMIN", A0, "1e100") == b"-ERR timeout is out of range\r\n"
     assert raw.call("BLPOP", A0) == b"-ERR wrong number of arguments for 'blpop' command\r\n"
     r.set(A0, "s")
     assert raw.call("BLPOP", A0, 0).startswith(b"-WRONGTYPE")

@@ -20,6 +20,7 @@ in the same ring).
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -37,6 +38,8 @@ SERVED, READY = 1, 2      # WAKE frame kinds
 
 TIMEOUT_NOT_FLOAT = "ERR timeout is not a float or out of range"
 TIMEOUT_NEGATIVE = "ERR timeout is negative"
+TIMEOUT_OUT_OF_RANGE = "ERR timeout is out of range"
+LLONG_MAX = (1 << 63) - 1
 
 
 def parse_timeout(value: bytes) -> float:
@@ -46,12 +49,13 @@ def parse_timeout(value: bytes) -> float:
         seconds = float(text)
     except (UnicodeDecodeError, ValueError):
         raise errors.CommandError(TIMEOUT_NOT_FLOAT) from None
-    if text != text.strip() or seconds != seconds or seconds in (float("inf"), float("-inf")):
+    if text != text.strip() or "_" in text or seconds != seconds:     # strtold takes neither
         raise errors.CommandError(TIMEOUT_NOT_FLOAT)
     if seconds < 0:
         raise errors.CommandError(TIMEOUT_NEGATIVE)
-    if seconds * 1000 > (1 << 63) - 1:
-        raise errors.CommandError(TIMEOUT_NOT_FLOAT)
+    # Valkey: in milliseconds, rounded up, and its deadline (now + it) must fit a long long.
+    if seconds * 1000 > LLONG_MAX - time.time() * 1000:
+        raise errors.CommandError(TIMEOUT_OUT_OF_RANGE)
     return seconds
 
 

@@ -99,8 +99,6 @@ LAST_ID_ZERO = "ERR the stream last element ID is 0-0"
 GT_IN_XREAD = ("ERR The > ID can be specified only when calling XREADGROUP using the GROUP <group> "
                "<consumer> option.")
 TIMEOUT_NOT_INTEGER = "ERR timeout is not an integer or out of range"
-TIMEOUT_NEGATIVE = "ERR timeout is negative"
-TIMEOUT_OUT_OF_RANGE = "ERR timeout is out of range"
 BUSYGROUP = "BUSYGROUP Consumer Group name already exists"
 XGROUP_NEEDS_KEY = ("ERR The XGROUP subcommand requires the key to exist. Note that for CREATE you may "
                     "want to use the MKSTREAM option to create an empty stream automatically.")
@@ -1074,9 +1072,9 @@ def _block_timeout(value: bytes) -> int:
     if ms is None:
         raise CommandError(TIMEOUT_NOT_INTEGER)
     if ms < 0:
-        raise CommandError(TIMEOUT_NEGATIVE)
+        raise CommandError(blocking.TIMEOUT_NEGATIVE)
     if ms > LLONG_MAX - _now():
-        raise CommandError(TIMEOUT_OUT_OF_RANGE)
+        raise CommandError(blocking.TIMEOUT_OUT_OF_RANGE)
     return ms
 
 
