@@ -25,7 +25,7 @@ import pickle
 import time
 from typing import Any, Callable
 
-from .. import errors, resp
+from .. import resp
 from ..commands import COMMANDS, proxy_command
 from ..errors import CommandError
 from ..numbers import string2ll
@@ -184,9 +184,7 @@ def slowlog_get(conn, argv: list[bytes]) -> None:
     count = 10
     if len(argv) == 3:
         count = string2ll(argv[2])
-        if count is None:
-            raise CommandError(errors.NOT_INTEGER)
-        if count < -1:
+        if count is None or count < -1:     # getRangeLongFromObjectOrReply: one message for both
             raise CommandError("ERR count should be greater than or equal to -1")
     proto = conn.proto
 
