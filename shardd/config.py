@@ -846,6 +846,8 @@ class Config:
             except ConfigError as exc:
                 self.values.update(backup)
                 raise ConfigError(config_set_error(name.lower(), str(exc))) from None
+        if "hz" in backup:
+            cap_hz(self.values)
         return [spec.name for spec in specs]
 
     def rename_command(self, old: str, new: str) -> None:
@@ -984,7 +986,12 @@ class _Loader:
             raise _fatal("replicaof directive not allowed in cluster mode")
         if values["cluster-enabled"] and values["databases"] > 1:
             values["databases"] = 1
-        values["hz"] = min(max(values["hz"], 1), 500)
+        cap_hz(values)
+
+
+def cap_hz(values: dict[str, Any]) -> None:
+    """Valkey's updateHZ: hz is a hint, so a value out of 1..500 is taken and capped."""
+    values["hz"] = min(max(values["hz"], 1), 500)
 
 
 def _options_text(tokens: list[str], first_is_argv1: bool) -> tuple[str, bool]:

@@ -155,6 +155,18 @@ def test_slowlog_one_entry_for_a_command_every_worker_runs(srv, r):
     assert [e[3] for e in slowlog(r)].count([b"DBSIZE"]) == 1
 
 
+def test_config_set_hz_takes_any_int_and_caps_it(srv, r):
+    """Valkey's updateHZ: hz is a hint; CONFIG SET takes 0 or 1000 and keeps 1 or 500."""
+    try:
+        for asked, kept in (("0", "1"), ("1000", "500"), ("42", "42")):
+            assert r.config_set("hz", asked)
+            assert r.config_get("hz") == {"hz": kept}
+        with pytest.raises(redis.ResponseError, match="argument must be between 0 and 2147483647"):
+            r.config_set("hz", "-5")
+    finally:
+        r.config_set("hz", "10")
+
+
 def test_slowlog_errors_and_help(srv, r):
     def err(*args) -> str:
         with pytest.raises(redis.ResponseError) as exc:
