@@ -490,6 +490,37 @@ def test_undeclared_keys_keep_ttls_and_types(r):
     assert r.get(near) == b"w" and 0 < r.ttl(near) <= 100 and r.hget(far, "f") == b"6"
 
 
+@pytest.mark.parametrize("declared", [0, 1])
+def test_undeclared_keys_of_another_worker_are_seen_by_every_key_command(r, declared):
+    """EXISTS, TYPE, TTL, PTTL, EXPIRETIME, OBJECT and a check-then-set see a key the script did
+    not declare, on the other worker, as it is (they read it without touching its clock)."""
+    near, far = B + "seen", A + "seen"
+    r.set(far, "live", ex=100)
+    r.hset(far + "h", "f", "1")
+    body = ("return {redis.call('exists', ARGV[1]), redis.call('type', ARGV[1])['ok'], "
+            "redis.call('type', ARGV[2])['ok'], redis.call('ttl', ARGV[1]), redis.call('pttl', ARGV[2]), "
+            "redis.call('expiretime', ARGV[2]), redis.call('object', 'encoding', ARGV[1]), "
+            "redis.call('exists', ARGV[3])}")
+    keys = [near] if declared else []
+    got = r.eval(body, declared, *keys, far, far + "h", far + "missing")
+    assert got[:3] == [1, b"string", b"hash"] and 0 < got[3] <= 100
+    assert got[4:] == [-1, -1, b"embstr", 0]
+    claim = ("if redis.call('exists', ARGV[1]) == 0 then redis.call('set', ARGV[1], 'clobbered') "
+             "return 'created' end return 'kept'")
+    assert r.eval(claim, declared, *keys, far) == b"kept"
+    assert r.get(far) == b"live"
+    r.delete(far)
+    assert r.eval(claim, declared, *keys, far) == b"created"
+    assert r.get(far) == b"clobbered"
+    # Expiries set and dropped on such keys reach their worker.
+    fresh = far + "fresh"
+    body = ("redis.call('set', ARGV[1], 'x', 'EX', 50) redis.call('expire', ARGV[2], 70) "
+            "redis.call('persist', ARGV[3]) return redis.call('ttl', ARGV[2])")
+    r.set(far + "p", "v", ex=90)
+    assert 0 < r.eval(body, declared, *keys, fresh, far, far + "p") <= 70
+    assert 0 < r.ttl(fresh) <= 50 and 0 < r.ttl(far) <= 70 and r.ttl(far + "p") == -1
+
+
 def test_script_reading_keys_of_every_worker(r):
     keys = keys_on(0, 5, "u0:") + keys_on(1, 5, "u1:")
     for i, k in enumerate(keys):

@@ -45,11 +45,26 @@ class ScratchDb(Db):
                 self.store_expiring(key, keyslot(key), value, when)
         self.written.clear()
 
+    def unknown(self, key: bytes) -> bool:
+        """A key not fetched yet: noted, so the command runs again once it is."""
+        if key in self.fetched:
+            return False
+        self.missing.add(key)
+        return True
+
+    # Every way a command reads a key by name: lookups, reads that leave the access clock
+    # alone (EXISTS, TYPE, TTL, OBJECT), and the expiry and clock read beside a value.
     def lookup(self, key: bytes, slot: int) -> Any:
-        if key not in self.fetched:
-            self.missing.add(key)
-            return None
-        return super().lookup(key, slot)
+        return None if self.unknown(key) else super().lookup(key, slot)
+
+    def peek(self, key: bytes, slot: int) -> Any:
+        return None if self.unknown(key) else super().peek(key, slot)
+
+    def get_expire(self, key: bytes, slot: int) -> int | None:
+        return None if self.unknown(key) else super().get_expire(key, slot)
+
+    def access_clock(self, key: bytes, slot: int) -> int | None:
+        return None if self.unknown(key) else super().access_clock(key, slot)
 
     def touch(self, key: bytes) -> None:
         self.written.add(key)
@@ -61,7 +76,7 @@ class ScratchDb(Db):
         """(value, absolute expiry) of a key as the command left it, None if gone."""
         slot = keyslot(key)
         value = self.data.get(slot, {}).get(key)
-        return None if value is None else (value, self.get_expire(key, slot))
+        return None if value is None else (value, Db.get_expire(self, key, slot))   # fetched or not
 
 
 async def fetch(hold, conn, keys: list[bytes], payloads: dict[bytes, bytes | None]) -> None:
