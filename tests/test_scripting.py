@@ -521,6 +521,28 @@ def test_undeclared_keys_of_another_worker_are_seen_by_every_key_command(r, decl
     assert 0 < r.ttl(fresh) <= 50 and 0 < r.ttl(far) <= 70 and r.ttl(far + "p") == -1
 
 
+def test_info_memory_counts_scripts_and_functions(r):
+    r.script_flush()
+    r.function_flush()
+    bodies = ["return 1", "return 2", "return redis.call('ping')"]
+    r.eval(bodies[0], 0)
+    r.eval(bodies[1], 1, A + "k")
+    r.script_load(bodies[2])
+    r.function_load("#!lua name=infolib\n"
+                    "redis.register_function('one', function() return 1 end)\n"
+                    "redis.register_function('two', function() return 2 end)")
+    info = r.info("memory")
+    assert (info["number_of_cached_scripts"], info["number_of_functions"], info["number_of_libraries"]) == (3, 2, 1)
+    assert info["used_memory_scripts_eval"] >= sum(map(len, bodies))
+    assert info["used_memory_functions"] > 0
+    assert info["used_memory_scripts"] == info["used_memory_scripts_eval"] + info["used_memory_functions"]
+    r.script_flush()
+    r.function_flush()
+    info = r.info("memory")
+    assert (info["number_of_cached_scripts"], info["number_of_functions"], info["number_of_libraries"]) == (0, 0, 0)
+    assert info["used_memory_scripts"] == 0
+
+
 def test_script_reading_keys_of_every_worker(r):
     keys = keys_on(0, 5, "u0:") + keys_on(1, 5, "u1:")
     for i, k in enumerate(keys):

@@ -71,6 +71,15 @@ class Overview:
                     index = int(name[2:-len("_overhead_main")])
                     main, expires = self.dbs.get(index, (0, 0))
                     self.dbs[index] = (main + int(value), expires + int(w.get(f"db{index}_overhead_expires", 0)))
+        def everywhere(name: str) -> int:
+            """Scripts and libraries are loaded on every worker: one worker's figure is the server's."""
+            return max((int(w.get(name, 0)) for w in workers), default=0)
+        self.cached_scripts = everywhere("cached_scripts")
+        self.scripts_bytes = everywhere("scripts_bytes")
+        self.functions = everywhere("functions")
+        self.libraries = everywhere("libraries")
+        self.functions_bytes = everywhere("functions_bytes")
+        self.scripts_memory = self.scripts_bytes + self.functions_bytes
         self.overhead = self.startup + sum(main + expires for main, expires in self.dbs.values())
         self.dataset = max(self.used - self.overhead, 0)
         net = self.used - self.startup if self.used > self.startup else 1
@@ -109,10 +118,12 @@ def memory_lines(proxy, workers: list[dict]) -> list[str]:
         f"used_memory_dataset_perc:{o.dataset_perc:.2f}%",
         f"allocator_allocated:{o.used}", f"allocator_active:{o.used}", f"allocator_resident:{o.rss}",
         "allocator_muzzy:0", f"total_system_memory:{system}", f"total_system_memory_human:{human_bytes(system)}",
-        "used_memory_lua:0", "used_memory_vm_eval:0", "used_memory_lua_human:0B", "used_memory_scripts_eval:0",
-        "number_of_cached_scripts:0", "number_of_functions:0", "number_of_libraries:0",
+        "used_memory_lua:0", "used_memory_vm_eval:0", "used_memory_lua_human:0B",
+        f"used_memory_scripts_eval:{o.scripts_bytes}", f"number_of_cached_scripts:{o.cached_scripts}",
+        f"number_of_functions:{o.functions}", f"number_of_libraries:{o.libraries}",
         "used_memory_vm_functions:0", "used_memory_vm_total:0", "used_memory_vm_total_human:0B",
-        "used_memory_functions:0", "used_memory_scripts:0", "used_memory_scripts_human:0B",
+        f"used_memory_functions:{o.functions_bytes}", f"used_memory_scripts:{o.scripts_memory}",
+        f"used_memory_scripts_human:{human_bytes(o.scripts_memory)}",
         f"maxmemory:{maxmem}", f"maxmemory_human:{human_bytes(maxmem)}",
         f"maxmemory_policy:{cfg.get('maxmemory-policy', 'noeviction')}",
         "allocator_frag_ratio:1.00", "allocator_frag_bytes:0",

@@ -94,6 +94,13 @@ def memory_fields(ctx: Ctx) -> dict[str, int | float]:
         "maxmemory_share": memory.limit, "evicted_keys": memory.evicted,
         "total_eviction_exceeded_time": total_exceeded, "current_eviction_exceeded_time": current_exceeded,
     }
+    from . import functions, scripting
+    # Every worker holds every script and library (loaded everywhere): the proxy shows one's.
+    fields["cached_scripts"] = len(scripting.SCRIPTS)
+    fields["scripts_bytes"] = sum(len(script.body) for script in scripting.SCRIPTS.values())
+    fields["functions"] = len(functions.CURRENT.functions)
+    fields["libraries"] = len(functions.CURRENT.libraries)
+    fields["functions_bytes"] = sum(len(library.code) for library in functions.CURRENT.libraries.values())
     for db in ctx.dbs:
         if db.size or db.used:
             fields[f"db{db.index}_overhead_main"] = db.size * KEY_OVERHEAD
