@@ -151,7 +151,7 @@ async def run_across(hold, conn, spec, argv: list[bytes], keys: list[bytes]) -> 
     payloads: dict[int, dict[bytes, bytes | None]] = {conn.db: {}}
     await fetch_into(hold, conn, conn.db, keys, payloads[conn.db])
     databases = conn.proxy.config.values["databases"]
-    keys_answers: dict[tuple[int, bytes], list[bytes]] = {}
+    answers: dict[tuple[int, tuple[bytes, ...]], list] = {}   # (db, query) → every worker's reply
     deadline = time.monotonic() + scripting.SCRATCH_TIME_LIMIT
     for _ in range(MAX_RUNS):
         if time.monotonic() > deadline:
@@ -160,7 +160,7 @@ async def run_across(hold, conn, spec, argv: list[bytes], keys: list[bytes]) -> 
         dbs = [ScratchDb(i, payloads.get(i, {})) for i in range(databases)]
         ctx = scratch_ctx(conn, dbs[conn.db], keys[0] if keys else None, NOWAIT)
         ctx.dbs = dbs
-        ctx.stats["keys_answers"] = keys_answers
+        ctx.stats["answers"] = answers
         ctx.stats["oom"] = oom
         events = notify.emitter_for(conn.proxy)      # keyspace notifications, if on
         if events is not None:
@@ -172,13 +172,13 @@ async def run_across(hold, conn, spec, argv: list[bytes], keys: list[bytes]) -> 
         except CommandError as exc:
             reply = resp.error(str(exc))
         missing = [(db.index, db.missing) for db in dbs if db.missing]
-        needed = ctx.stats.get("keys_needed")
+        needed = ctx.stats.get("needed")
         if missing or needed:
             for index, found in missing:
                 await fetch_into(hold, conn, index, found, payloads.setdefault(index, {}))
-            for index, pattern in needed or ():
-                replies = await hold.run(every_worker(conn, [b"KEYS", pattern]), db=index)
-                keys_answers[index, pattern] = [k for r in replies for k in decode_or_raise(r)]
+            for index, query in needed or ():
+                replies = await hold.run(every_worker(conn, list(query)), db=index)
+                answers[index, query] = [decode_or_raise(r) for r in replies]
             continue
         denials = ctx.stats.pop("acl_denials", None)
         if denials:

@@ -272,6 +272,8 @@ class Session:
         if self.scratch and spec.route is ALL:
             if spec.name == "keys":
                 return self.keys_across(argv[1])
+            if spec.name == "dbsize":
+                return self.dbsize_across()
             return resp.error(f"ERR '{spec.name}' cannot run in a script whose keys live on several shards")
         saved = ctx.db, ctx.proto, ctx.slot, ctx.block_mode
         ctx.db = self.db
@@ -302,17 +304,37 @@ class Session:
             self.missing_deadline = time.monotonic() + 0.05
         return reply
 
-    def keys_across(self, pattern: bytes) -> bytes:
-        """KEYS in a script run by the proxy: every worker's answer (asked under the hold,
-        then the run starts again), with what this run wrote on top."""
+    def across(self, query: tuple[bytes, ...]) -> list | None:
+        """In a script run by the proxy: every worker's reply to `query` in the script's db,
+        or None the first time (the proxy asks under the hold, then the run starts again)."""
         stats = self.ctx.stats
-        db = self.db
-        base = stats.get("keys_answers", {}).get((db.index, pattern))
-        if base is None:
-            stats.setdefault("keys_needed", set()).add((db.index, pattern))
+        replies = stats.get("answers", {}).get((self.db.index, query))
+        if replies is None:
+            stats.setdefault("needed", set()).add((self.db.index, query))
             if not self.missing_deadline:
                 self.missing_deadline = time.monotonic() + 0.05
+        return replies
+
+    def dbsize_across(self) -> bytes:
+        """DBSIZE in a script run by the proxy: the workers' sizes, plus the keys this run
+        created, less those it deleted (keys it wrote unread are fetched first, to know)."""
+        db = self.db
+        replies = self.across((b"DBSIZE",))
+        unread = [key for key in db.written if key not in db.fetched]
+        if replies is None or unread:
+            db.missing.update(unread)
+            return resp.integer(0)
+        grown = sum((db.entry(key) is not None) - (db.fetched[key] is not None) for key in db.written)
+        return resp.integer(sum(replies) + grown)
+
+    def keys_across(self, pattern: bytes) -> bytes:
+        """KEYS in a script run by the proxy: every worker's answer, with what this run wrote
+        on top."""
+        db = self.db
+        replies = self.across((b"KEYS", pattern))
+        if replies is None:
             return resp.EMPTY_ARRAY
+        base = [key for reply in replies for key in reply]
         touched = set(db.fetched) | db.written
         found = [k for k in base if k not in touched or db.entry(k) is not None]
         listed = set(base)
