@@ -397,6 +397,48 @@ def test_appendonly_turned_on_while_loading_starts_after_the_load(workdir):
         srv.stop()
 
 
+def test_a_settled_unit_survives_a_peer_rewrite_and_a_kill(workdir):
+    """A cross-shard MSET is acknowledged; one worker then runs a long script while the other
+    rewrites its AOF (its incr files, with the unit's notes, are gone), and the server is
+    killed. The busy worker must have written the unit's settled note before the script, or
+    at the next start it finds no trace of the unit on its peer and drops its half."""
+    a, b = keys_on(0, 1, "unit:")[0], keys_on(1, 1, "unit:")[0]
+    busy = ("local t = redis.call('TIME') while true do local n = redis.call('TIME') "
+            "if (n[1] - t[1]) * 1000000 + (n[2] - t[2]) > 1500000 then break end end return 1")
+    srv = aof_server(workdir, "--appendfsync", "always")
+    try:
+        r = srv.client()
+        assert r.mset({a: "v1", b: "v1"})
+        def spin() -> None:
+            try:
+                srv.client(socket_timeout=20).eval(busy, 1, a)
+            except redis.ConnectionError:       # the kill below ends it
+                pass
+        thread = threading.Thread(target=spin, daemon=True)
+        thread.start()
+        time.sleep(0.2)
+        # The idle worker rewrites at once, the busy one after its script (so the reply, and
+        # INFO, would wait for the script: not read, and a fixed pause).
+        raw = srv.connect()
+        raw.sendall(b"BGREWRITEAOF\r\n")
+        time.sleep(0.8)
+        assert thread.is_alive()
+        kids = srv.children()
+        srv.proc.kill()
+        for kid in kids:
+            kid.kill()
+        raw.close()
+        thread.join(10)
+    finally:
+        srv.stop()
+    srv = aof_server(workdir)
+    try:
+        assert srv.client().mget(a, b) == [b"v1", b"v1"]
+        assert "Dropped" not in srv.output()
+    finally:
+        srv.stop()
+
+
 def test_rdb_preamble_off_and_bgrewriteaof(workdir):
     srv = aof_server(workdir, "--aof-use-rdb-preamble", "no")
     try:

@@ -1344,6 +1344,11 @@ class Aof:
             self.unsettled = False
             if self.state != OFF:
                 self.buf.append(SETTLED_NOTE)
+                # Now, not at the next reply or tick (a long command may come first): once
+                # every peer has settled, one may rewrite its AOF, and then only this note
+                # tells a restart that the unit was whole.
+                if not self.tx_open:
+                    self.write_out()
 
     # -- writing and fsyncing ---------------------------------------------------------------------
     def write_out(self) -> None:
