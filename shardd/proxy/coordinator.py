@@ -205,8 +205,8 @@ class Coordinator:
     @staticmethod
     async def attempt(hold: "Hold", waiting: Waiting) -> None:
         reply = await Coordinator.outcome(hold, waiting)
-        await hold.commit()            # the AOF commit of its rounds, before the reply
-        waiting.future.set_result(reply)
+        failed = await hold.commit()   # the AOF commit of its rounds, before the reply
+        waiting.future.set_result(reply if failed is None else failed)
 
     @staticmethod
     async def outcome(hold: "Hold", waiting: Waiting) -> bytes:
@@ -326,11 +326,13 @@ class Hold:
             self.unit = self.coordinator.new_unit_id()
         return [b"__aofunit", self.unit, kind, b",".join(b"%d" % w for w in workers)]
 
-    async def commit(self) -> None:
+    async def commit(self) -> bytes | None:
         """After the last round of an operation of several: every worker it wrote on logs
-        the unit's commit (before the operation's reply, so a crash keeps all or none)."""
+        the unit's commit (before the operation's reply, so a crash keeps all or none). An
+        error when a worker could not (it exited, or lost the hold): the operation may then
+        stand on some workers only, and its client must not be told it succeeded."""
         if not self.wrote:
-            return
+            return None
         from .server import FrameBuilder
         workers = sorted(self.wrote)
         self.wrote = set()
@@ -345,5 +347,9 @@ class Hold:
             b.targets.append(target)
             futures.append(target.future)
         self.send(builders, None)
-        await asyncio.gather(*futures)
+        for reply in await asyncio.gather(*futures):
+            if reply[:1] == b"-":
+                return resp.error("ERR a shard worker failed while this cross-shard operation was committed "
+                                  f"({reply[1:].decode('utf-8', 'replace').strip()}); it may be partly applied")
+        return None
 
