@@ -278,12 +278,14 @@ def main() -> None:
         children.append(pid)
 
     async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stopping = loop.create_future()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set_result, None)   # then stop the workers
         proxy = Proxy([(FrameWriter(req), FrameReader(rep), waker) for req, rep, waker in rings], proxy_waker)
-        server = await asyncio.get_running_loop().create_server(lambda: Client(proxy), "127.0.0.1", args.port)
+        server = await loop.create_server(lambda: Client(proxy), "127.0.0.1", args.port)
         async with server:
-            await server.serve_forever()
+            await stopping
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))      # so the workers are stopped below
     try:
         uvloop.run(serve())
     finally:

@@ -34,8 +34,13 @@ def minimal():
             time.sleep(0.1)
     yield conn
     conn.close()
-    proc.terminate()             # the proxy; its workers see it gone and exit
-    proc.wait(10)
+    proc.terminate()             # the proxy stops its workers (and they exit when it is gone)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        pytest.fail("minimal_server.py did not stop on SIGTERM")
 
 
 def worker_of(key: bytes) -> int:
