@@ -37,13 +37,14 @@ import hiredis
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from shardd import resp  # noqa: E402
 from shardd.ring import FrameReader, FrameWriter, Ring, SharedRegion, Waker, ring_size  # noqa: E402
 
 RING_BYTES = 1 << 22
 SECTION = struct.Struct("<QIII")   # client id, commands, request bytes, worker-map bytes (0: all ours)
 ANSWER = struct.Struct("<QI")      # client id, reply bytes
 FRAME_LENGTH = struct.Struct("<Q")
-OK, NIL, PONG = b"+OK\r\n", b"$-1\r\n", b"+PONG\r\n"
+OK, NIL, PONG = resp.OK, resp.NULL2, resp.PONG
 UNKNOWN = b"-ERR unknown command\r\n"
 
 
@@ -51,7 +52,7 @@ def execute(data: dict[bytes, bytes], argv: list[bytes]) -> bytes:
     name = argv[0].upper()
     if name == b"GET":
         value = data.get(argv[1])
-        return NIL if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
+        return NIL if value is None else resp.bulk(value)
     if name == b"SET":
         data[argv[1]] = argv[2]
         return OK

@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .. import errors, resp
+from ..numbers import LLONG_MAX
 from ..commands import internal_command, lookup_argv
 from ..slots import keyslot
 from .context import Ctx
@@ -39,7 +40,6 @@ SERVED, READY = 1, 2      # WAKE frame kinds
 TIMEOUT_NOT_FLOAT = "ERR timeout is not a float or out of range"
 TIMEOUT_NEGATIVE = "ERR timeout is negative"
 TIMEOUT_OUT_OF_RANGE = "ERR timeout is out of range"
-LLONG_MAX = (1 << 63) - 1
 
 
 def parse_timeout(value: bytes) -> float:

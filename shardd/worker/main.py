@@ -8,6 +8,8 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter_ns
 
@@ -506,8 +508,6 @@ class Worker:
         ctx = self.ctx
         saved = (self.reader, self.ready, self.held_by, self.hold_id, self.hold_deadline, self.serve_now,
                  ctx.db, ctx.proto, ctx.slot, ctx.client_id, ctx.link, ctx.block_mode, keyspace.now_ms)
-        logged_call = self.__dict__.get("call")     # the AOF's logging call while appendonly is on
-        self.call = answering = lambda spec, argv: answer(argv)
         self.reader = hiredis.Reader()      # the script's own frame is still being read
         self.ready = []
         aof = self.aof
@@ -516,26 +516,42 @@ class Worker:
         frame_tx = aof.tx_open, aof.unit
         aof.tx_open, aof.unit = False, None
         try:
-            for link in self.links:
-                if not link.in_sync() or link.epoch[2] != link.epoch[3]:
-                    continue
-                for ring in (link.control, link.requests):
-                    frame = ring.next()
-                    while frame is not None:
-                        self.handle(frame, link)
-                        frame = ring.next()
-                if link.replies.pending:
-                    link.replies.flush()
-                link.proxy_waker.wake_if_sleeping()
+            with self.call_replaced(lambda spec, argv: answer(argv)):
+                self.answer_waiting()
         finally:
-            if self.__dict__.get("call") is answering:      # unless an answered command replaced it
-                if logged_call is None:
-                    del self.call
-                else:
-                    self.call = logged_call
             aof.tx_open, aof.unit = frame_tx
             (self.reader, self.ready, self.held_by, self.hold_id, self.hold_deadline, self.serve_now,
              ctx.db, ctx.proto, ctx.slot, ctx.client_id, ctx.link, ctx.block_mode, keyspace.now_ms) = saved
+
+    def answer_waiting(self) -> None:
+        """Run the frames every proxy has waiting now (serve_busy, with its `call`)."""
+        for link in self.links:
+            if not link.in_sync() or link.epoch[2] != link.epoch[3]:
+                continue
+            for ring in (link.control, link.requests):
+                frame = ring.next()
+                while frame is not None:
+                    self.handle(frame, link)
+                    frame = ring.next()
+            if link.replies.pending:
+                link.replies.flush()
+            link.proxy_waker.wake_if_sleeping()
+
+    @contextmanager
+    def call_replaced(self, call: Callable) -> Iterator[None]:
+        """`call` runs the commands for a while (a busy script's -BUSY answers, a NOTOUCH
+        frame), then the one before it again: the AOF's logging call while appendonly is on,
+        or the class's. Unless a command meanwhile replaced it (CONFIG SET appendonly)."""
+        before = self.__dict__.get("call")
+        self.call = call
+        try:
+            yield
+        finally:
+            if self.__dict__.get("call") is call:
+                if before is None:
+                    del self.call
+                else:
+                    self.call = before
 
 
 def add_body(body: bytes, lengths: array.array, bodies: list[bytes]) -> None:

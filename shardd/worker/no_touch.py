@@ -24,22 +24,16 @@ def _set_class(dbs: list[Db], cls: type) -> None:
 def handle(worker, frame: bytes, link) -> None:
     """Run a NOTOUCH frame (Worker.handle) with its lookups not touching."""
     dbs = worker.dbs
-    saved = worker.__dict__.get("call")    # the AOF's logging call, a busy script's answer, or none
-    inner = worker.call
+    inner = worker.call             # the AOF's logging call, a busy script's answer, or the class's
 
     def call(spec, argv: list[bytes]) -> bytes:
         return _call(worker, inner, spec, argv)
     worker.no_touch = True
     _set_class(dbs, NoTouchDb)
-    worker.call = call
     try:
-        worker.handle(frame, link)
+        with worker.call_replaced(call):
+            worker.handle(frame, link)
     finally:
-        if worker.__dict__.get("call") is call:    # unless the frame replaced it (CONFIG SET appendonly)
-            if saved is None:
-                del worker.call
-            else:
-                worker.call = saved
         _set_class(dbs, Db)
         worker.no_touch = False
 

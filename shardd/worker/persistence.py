@@ -23,6 +23,11 @@ from .context import Ctx
 
 BGSAVE_IN_PROGRESS = "ERR Background save already in progress"
 LOADING_BATCH = 4096       # keys loaded between two looks at the rings
+MISCONF = ("MISCONF Valkey is configured to save RDB snapshots, but it's currently unable to persist "
+           "to disk. Commands that may modify the data set are disabled, because this instance is "
+           "configured to report errors during writes if RDB snapshotting fails "
+           "(stop-writes-on-bgsave-error option). Please check the Valkey logs for details about "
+           "the RDB error.")
 
 
 def debug_delay(usec: int) -> None:
@@ -32,11 +37,6 @@ def debug_delay(usec: int) -> None:
         usec = 1 if random.randrange(-usec) == 0 else 0
     if usec:
         time.sleep(usec / 1e6)
-MISCONF = ("MISCONF Valkey is configured to save RDB snapshots, but it's currently unable to persist "
-           "to disk. Commands that may modify the data set are disabled, because this instance is "
-           "configured to report errors during writes if RDB snapshotting fails "
-           "(stop-writes-on-bgsave-error option). Please check the Valkey logs for details about "
-           "the RDB error.")
 
 
 class LoadError(Exception):
